@@ -1,0 +1,240 @@
+# weft — one Makefile for the library, the tests, the examples and the benchmarks.
+#
+#   make                 build/libweft.a, build/libweft.so, examples, benchmarks
+#   make check           the test suite (last line: "N passed, N failed")
+#   make demo            something worth seeing
+#   make bench           each benchmark beside its peer, with the ratio
+#   make check-all       the whole matrix (what CI runs)
+#   make deps            install missing Debian packages
+#   make install         PREFIX=/usr/local DESTDIR=
+#
+# Knobs: BUILD (output dir), CTX=asm|fcontext (context switch), SAN=asan|tsan|ubsan,
+# CROSS=aarch64-linux-gnu- | x86_64-w64-mingw32- (cross build), CC.
+
+BUILD   ?= build
+CROSS   ?=
+CTX     ?= asm
+SAN     ?=
+PREFIX  ?= /usr/local
+DESTDIR ?=
+
+ifeq ($(origin CC),default)
+CC := $(CROSS)gcc
+endif
+AR := $(CROSS)ar
+
+TARGET := $(shell $(CC) -dumpmachine 2>/dev/null)
+ifneq ($(findstring mingw,$(TARGET)),)
+  OS := windows
+else
+  OS := linux
+endif
+ifneq ($(findstring x86_64,$(TARGET)),)
+  CPU := x86_64
+else ifneq ($(findstring aarch64,$(TARGET)),)
+  CPU := aarch64
+else
+  CPU := other
+endif
+
+VERSION_MAJOR := $(shell sed -n 's/^\#define WEFT_VERSION_MAJOR \([0-9]*\)/\1/p' include/weft.h)
+VERSION       := $(shell sed -n 's/^\#define WEFT_VERSION_STRING "\(.*\)"/\1/p' include/weft.h)
+
+CFLAGS_BASE := -std=gnu11 -g -Wall -Wextra -Wno-unused-parameter -Iinclude -Isrc
+OPT         ?= -O2
+CFLAGS      ?=
+LIB_CFLAGS  := -DWEFT_BUILDING -fvisibility=hidden
+LDLIBS      :=
+
+ifeq ($(SAN),asan)
+  SANFLAGS := -fsanitize=address -fno-omit-frame-pointer
+else ifeq ($(SAN),tsan)
+  SANFLAGS := -fsanitize=thread
+else ifeq ($(SAN),ubsan)
+  SANFLAGS := -fsanitize=undefined -fno-sanitize-recover=undefined
+endif
+
+# ------------------------------------------------------------- sources
+ifeq ($(OS),windows)
+  PLAT_SRC := src/sched/platform_win32.c src/arch/stack_win32.c $(wildcard src/sched/*_win32.c src/io/*_win32.c src/io/iocp.c)
+  LDLIBS   += -lws2_32 -lmswsock -lsynchronization
+  EXE      := .exe
+  DLL      := weft.dll
+else
+  PLAT_SRC := src/sched/platform_posix.c src/arch/stack.c $(wildcard src/sched/*_posix.c src/io/*_posix.c src/io/epoll.c src/io/uring.c)
+  LDLIBS   += -pthread
+  EXE      :=
+  DLL      := libweft.so
+  LIB_CFLAGS += -fPIC
+endif
+
+# Context switch: our assembly where we have it, Boost.Context otherwise.
+ifeq ($(CTX),fcontext)
+  SWITCH_SRC := src/arch/switch_fcontext.c
+else ifeq ($(OS)-$(CPU),linux-x86_64)
+  SWITCH_SRC := src/arch/switch_x86_64_sysv_elf_gas.S src/arch/switch_x86_64_sysv.c
+else ifeq ($(OS)-$(CPU),linux-aarch64)
+  SWITCH_SRC := src/arch/switch_arm64_aapcs_elf_gas.S src/arch/switch_arm64_aapcs.c
+else ifeq ($(OS)-$(CPU),windows-x86_64)
+  SWITCH_SRC := src/arch/switch_x86_64_ms_pe_gas.S src/arch/switch_x86_64_ms.c
+else
+  SWITCH_SRC := src/arch/switch_fcontext.c
+endif
+ifneq ($(filter src/arch/switch_fcontext.c,$(SWITCH_SRC)),)
+  LDLIBS += -lboost_context
+endif
+
+ifeq ($(OS),linux)
+  # io_uring through liburing when its header is there (make deps installs it)
+  ifneq ($(wildcard src/io/uring.c),)
+    LDLIBS += -luring
+  endif
+endif
+
+COMMON_SRC := src/runtime.c $(filter-out %_posix.c %_win32.c,$(wildcard src/sched/*.c)) \
+              $(filter-out src/io/epoll.c src/io/uring.c src/io/iocp.c %_posix.c %_win32.c,$(wildcard src/io/*.c)) \
+              $(filter-out src/arch/stack.c src/arch/stack_win32.c src/arch/switch_%,$(wildcard src/arch/*.c))
+LIB_SRC := $(sort $(COMMON_SRC) $(PLAT_SRC)) $(SWITCH_SRC)
+LIB_OBJ := $(patsubst %,$(BUILD)/obj/%.o,$(LIB_SRC))
+PIC_OBJ := $(patsubst %,$(BUILD)/pic/%.o,$(LIB_SRC))
+
+TEST_SRC := $(wildcard test/*.c)
+ifeq ($(OS),windows)
+  TEST_SRC := $(filter-out $(wildcard test/*_posix.c),$(TEST_SRC))
+else
+  TEST_SRC := $(filter-out $(wildcard test/*_win32.c),$(TEST_SRC))
+endif
+TEST_OBJ := $(patsubst %,$(BUILD)/obj/%.o,$(TEST_SRC))
+TEST_BIN := $(BUILD)/test/weft-test$(EXE)
+
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%$(EXE),$(wildcard examples/*.c))
+BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%$(EXE),$(filter-out bench/peer_%.c,$(wildcard bench/*.c)))
+
+ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(CFLAGS)
+
+.PHONY: all lib check check-fcontext check-aarch64 check-windows check-asan check-tsan \
+        check-ubsan check-valgrind check-all bench demo deps install clean tests
+.SUFFIXES:
+
+all: lib $(EXAMPLES) $(BENCHES) $(TEST_BIN)
+lib: $(BUILD)/libweft.a $(if $(filter windows,$(OS)),$(BUILD)/$(DLL),$(BUILD)/$(DLL))
+tests: $(TEST_BIN)
+
+$(BUILD)/obj/%.c.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LIB_CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/obj/%.S.o: %.S
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LIB_CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/pic/%.c.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LIB_CFLAGS) -fPIC -MMD -MP -c $< -o $@
+$(BUILD)/pic/%.S.o: %.S
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LIB_CFLAGS) -fPIC -MMD -MP -c $< -o $@
+
+# Tests, examples and benchmarks are not part of the library: default visibility.
+$(BUILD)/obj/test/%.c.o: test/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libweft.a: $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+ifeq ($(OS),windows)
+$(BUILD)/$(DLL): $(PIC_OBJ)
+	$(CC) -shared $(SANFLAGS) -o $@ $^ -Wl,--out-implib,$(BUILD)/libweft.dll.a $(LDLIBS)
+else
+$(BUILD)/$(DLL): $(PIC_OBJ)
+	$(CC) -shared $(SANFLAGS) -Wl,-soname,libweft.so.$(VERSION_MAJOR) -o $@.$(VERSION) $^ $(LDLIBS)
+	ln -sf libweft.so.$(VERSION) $@.$(VERSION_MAJOR)
+	ln -sf libweft.so.$(VERSION) $@
+endif
+
+$(TEST_BIN): $(TEST_OBJ) $(BUILD)/libweft.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libweft.a $(LDLIBS)
+
+$(BUILD)/examples/%$(EXE): examples/%.c $(BUILD)/libweft.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libweft.a $(LDLIBS)
+
+$(BUILD)/bench/%$(EXE): bench/%.c $(BUILD)/libweft.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libweft.a $(LDLIBS) $(BENCH_LDLIBS)
+
+# bench_switch measures our switch against Boost's in the same binary.
+$(BUILD)/bench/bench_switch$(EXE): BENCH_LDLIBS = -lboost_context
+
+-include $(LIB_OBJ:.o=.d) $(PIC_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+
+# ---------------------------------------------------------------- checks
+# TEST_ARGS: names (substrings) to run; TEST_RUN: a wrapper (qemu, valgrind, wine).
+TEST_RUN  ?=
+TEST_ARGS ?=
+
+check: deps-quiet $(TEST_BIN)
+	$(TEST_RUN) $(TEST_BIN) $(TEST_ARGS)
+
+check-fcontext:
+	$(MAKE) CTX=fcontext BUILD=build/fcontext check
+
+check-asan:
+	$(MAKE) CC=clang SAN=asan BUILD=build/asan check
+check-tsan:
+	$(MAKE) CC=clang SAN=tsan BUILD=build/tsan check
+check-ubsan:
+	$(MAKE) CC=clang SAN=ubsan BUILD=build/ubsan check
+
+# valgrind: no sanitizer, -O1 keeps it fast enough; the runner scales timeouts.
+check-valgrind: deps-quiet
+	$(MAKE) BUILD=build/valgrind OPT=-O1 tests
+	WEFT_TEST_TIME_SCALE=20 build/valgrind/test/weft-test --wrap "valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --suppressions=test/valgrind.supp" $(TEST_ARGS)
+
+check-aarch64: deps-quiet
+	$(MAKE) CROSS=aarch64-linux-gnu- BUILD=build/aarch64 TEST_RUN="env WEFT_TEST_TIME_SCALE=10 qemu-aarch64 -L /usr/aarch64-linux-gnu" check
+
+check-windows: deps-quiet
+	@if [ -f src/sched/platform_win32.c ]; then \
+	  $(MAKE) CROSS=x86_64-w64-mingw32- BUILD=build/windows tests && \
+	  WINEPREFIX=$(CURDIR)/build/wineprefix WINEDEBUG=-all WEFT_TEST_TIME_SCALE=10 wine build/windows/test/weft-test.exe $(TEST_ARGS); \
+	else echo "check-windows: the Windows port is not in this tree yet"; exit 1; fi
+
+CHECK_ALL := check check-fcontext check-asan check-ubsan check-tsan check-valgrind check-aarch64 \
+             $(if $(wildcard src/sched/platform_win32.c),check-windows)
+check-all:
+	@set -e; for t in $(CHECK_ALL); do echo "=== make $$t"; $(MAKE) --no-print-directory $$t; done
+
+bench: all
+	bash bench/run.sh $(BUILD)
+
+demo: deps-quiet all
+	bash tools/demo.sh $(BUILD)
+
+# ------------------------------------------------------------------ deps
+# Debian packages the build and the matrix use. Installed only when missing.
+DEPS_NATIVE := gcc make libc6-dev libunwind-dev liburing-dev libboost-context-dev \
+               valgrind clang libclang-rt-14-dev gdb golang-go wrk python3 curl
+DEPS_CROSS  := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
+               libunwind-dev:arm64 liburing-dev:arm64 libboost-context1.74.0:arm64 \
+               mingw-w64 wine64
+
+deps:
+	@bash tools/deps.sh $(DEPS_NATIVE) -- $(DEPS_CROSS)
+deps-quiet:
+	@bash tools/deps.sh --quiet $(DEPS_NATIVE) -- $(DEPS_CROSS)
+
+# --------------------------------------------------------------- install
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/weft.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(BUILD)/libweft.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libweft.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libweft.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libweft.so.$(VERSION_MAJOR)
+	ln -sf libweft.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libweft.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(LDLIBS)|' \
+	    weft.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/weft.pc
+
+clean:
+	rm -rf build

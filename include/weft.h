@@ -1,0 +1,216 @@
+/*
+ * weft — stackful fibers on an M:N work-stealing scheduler.
+ *
+ * Write plain blocking code (read, write, accept, sleep, lock); weft runs it
+ * on a few OS threads, parking each fiber on the poller while it waits.
+ *
+ * Conventions of this header:
+ *   - every call returns >= 0 on success and a negative errno value on failure
+ *     (-EINVAL, -ECANCELED, -ETIMEDOUT, ...); nothing reports through errno,
+ *     because a fiber may resume on another OS thread;
+ *   - bad arguments give -EINVAL, never a crash;
+ *   - synchronisation objects live in caller-owned storage and have static
+ *     initialisers, like pthreads.
+ */
+#ifndef WEFT_H
+#define WEFT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <sys/types.h>   /* mingw-w64 provides ssize_t */
+/* On Windows the socket calls take a SOCKET. */
+typedef SOCKET weft_socket;
+struct iovec;
+#else
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <netdb.h>
+typedef int weft_socket;
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define WEFT_VERSION_MAJOR 0
+#define WEFT_VERSION_MINOR 1
+#define WEFT_VERSION_PATCH 0
+#define WEFT_VERSION_STRING "0.1.0"
+
+#if defined(_WIN32)
+#  if defined(WEFT_BUILDING)
+#    define WEFT_API __declspec(dllexport)
+#  else
+#    define WEFT_API
+#  endif
+#else
+#  define WEFT_API __attribute__((visibility("default")))
+#endif
+
+/* ---------------------------------------------------------------- runtime */
+
+typedef struct weft_config {
+    unsigned workers;      /* 0: one per online CPU; env WEFT_WORKERS overrides */
+    size_t stack_size;     /* default stack of a fiber; 0: 256 KiB */
+    const char *io;        /* "epoll", "uring", "iocp" or NULL for the best that works;
+                              env WEFT_IO overrides */
+    unsigned watchdog_ms;  /* report a fiber holding its worker longer than this;
+                              0: default (100 ms); env WEFT_WATCHDOG_MS; -1u: off */
+    unsigned flags;        /* reserved, must be 0 */
+} weft_config;
+
+/* Run main_fn(arg) as the first fiber. Returns after main_fn returned and
+ * every other fiber finished: fibers still alive then are cancelled and
+ * joined. No thread, fiber, stack or fd of the runtime outlives the call; it
+ * may be called again afterwards. From inside a fiber, or while another
+ * runtime is running: -EBUSY. *ret receives main_fn's result. */
+WEFT_API int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg, void **ret);
+
+/* ----------------------------------------------------------------- fibers */
+
+typedef struct weft_fiber weft_fiber;
+
+typedef struct weft_attr {
+    size_t stack_size;     /* 0: the runtime's default; 16 KiB .. 1 GiB */
+    const char *name;      /* copied; at most 31 bytes are kept */
+    unsigned flags;        /* WEFT_DETACHED, WEFT_PINNED */
+} weft_attr;
+
+enum {
+    WEFT_DETACHED = 1u << 0,   /* no join; resources go when it returns */
+    WEFT_PINNED   = 1u << 1    /* never migrates from the worker that spawned it */
+};
+
+/* pthread_create's shape. f may be NULL only with WEFT_DETACHED.
+ * -EPERM outside a running runtime, -EINVAL on a bad attr, -ENOMEM. */
+WEFT_API int  weft_spawn(weft_fiber **f, const weft_attr *attr, void *(*fn)(void *), void *arg);
+/* -EDEADLK on self, -EINVAL if detached or already joined, -ECANCELED if the
+ * caller was cancelled (f stays joinable), -ETIMEDOUT past the deadline. */
+WEFT_API int  weft_join(weft_fiber *f, void **ret);
+WEFT_API int  weft_detach(weft_fiber *f);
+/* Its current or next blocking call returns -ECANCELED (sticky). */
+WEFT_API int  weft_cancel(weft_fiber *f);
+WEFT_API int  weft_cancelled(void);       /* 1 if the calling fiber was cancelled */
+WEFT_API void weft_yield(void);
+WEFT_API weft_fiber *weft_self(void);     /* NULL outside a fiber */
+WEFT_API uint64_t    weft_id(const weft_fiber *f);     /* 0 for NULL */
+WEFT_API const char *weft_name(const weft_fiber *f);   /* "" when unnamed */
+WEFT_API int         weft_worker_id(void);             /* worker running the caller, -1 outside */
+
+WEFT_API uint64_t weft_now(void);                 /* monotonic ns */
+WEFT_API int      weft_sleep(uint64_t ns);        /* 0, -ECANCELED, -ETIMEDOUT (deadline) */
+/* Set this fiber's absolute deadline in weft_now() ns (-1: none); returns the
+ * old one. Every blocking call past it returns -ETIMEDOUT. */
+WEFT_API int64_t  weft_deadline(int64_t abs_ns);
+
+/* Fiber-local storage, pthread_key_* semantics: destructors run when the
+ * fiber returns, for non-NULL values, up to 4 rounds. */
+typedef unsigned weft_key;
+WEFT_API int   weft_key_create(weft_key *key, void (*destructor)(void *));
+WEFT_API int   weft_key_delete(weft_key key);
+WEFT_API void *weft_getspecific(weft_key key);
+WEFT_API int   weft_setspecific(weft_key key, const void *value);
+
+/* -------------------------------------------------------- synchronisation */
+/* Caller-owned storage. Never blocks the worker thread; correct across
+ * workers; every wait honours cancellation and the deadline. From a plain
+ * thread (outside any fiber) waits are -EPERM. */
+
+typedef struct weft_mutex { uintptr_t _w[6]; } weft_mutex;
+typedef struct weft_cond  { uintptr_t _w[6]; } weft_cond;
+typedef struct weft_sem   { uintptr_t _w[6]; } weft_sem;
+typedef struct weft_wg    { uintptr_t _w[6]; } weft_wg;
+#define WEFT_MUTEX_INIT { { 0 } }
+#define WEFT_COND_INIT  { { 0 } }
+#define WEFT_SEM_INIT(v) { { (uintptr_t)(v) } }
+#define WEFT_WG_INIT    { { 0 } }
+
+WEFT_API int weft_mutex_init(weft_mutex *m);
+WEFT_API int weft_mutex_lock(weft_mutex *m);
+WEFT_API int weft_mutex_trylock(weft_mutex *m);    /* -EBUSY */
+WEFT_API int weft_mutex_unlock(weft_mutex *m);     /* -EPERM if not the owner */
+WEFT_API int weft_mutex_destroy(weft_mutex *m);    /* -EBUSY if locked or waited on */
+
+WEFT_API int weft_cond_init(weft_cond *c);
+WEFT_API int weft_cond_wait(weft_cond *c, weft_mutex *m);   /* re-locks m even on error */
+WEFT_API int weft_cond_signal(weft_cond *c);
+WEFT_API int weft_cond_broadcast(weft_cond *c);
+WEFT_API int weft_cond_destroy(weft_cond *c);
+
+WEFT_API int weft_sem_init(weft_sem *s, unsigned value);
+WEFT_API int weft_sem_wait(weft_sem *s);
+WEFT_API int weft_sem_trywait(weft_sem *s);        /* -EAGAIN */
+WEFT_API int weft_sem_post(weft_sem *s);           /* -EOVERFLOW */
+
+WEFT_API int weft_wg_init(weft_wg *w);
+WEFT_API int weft_wg_add(weft_wg *w, int delta);   /* -EINVAL if the count would go negative */
+WEFT_API int weft_wg_done(weft_wg *w);
+WEFT_API int weft_wg_wait(weft_wg *w);
+
+/* --------------------------------------------------------------- channels */
+
+typedef struct weft_chan weft_chan;
+enum { WEFT_SEND = 1, WEFT_RECV = 2 };
+
+/* capacity 0: unbuffered (rendezvous). NULL on bad args or no memory. */
+WEFT_API weft_chan *weft_chan_make(size_t elem_size, size_t capacity);
+WEFT_API int  weft_chan_send(weft_chan *c, const void *elem);   /* -EPIPE if closed */
+WEFT_API int  weft_chan_recv(weft_chan *c, void *elem);         /* -EPIPE when closed and drained */
+WEFT_API int  weft_chan_trysend(weft_chan *c, const void *elem);/* -EAGAIN when it would block */
+WEFT_API int  weft_chan_tryrecv(weft_chan *c, void *elem);      /* -EAGAIN when it would block */
+WEFT_API int  weft_chan_close(weft_chan *c);                    /* -EPIPE if already closed */
+WEFT_API void weft_chan_free(weft_chan *c);
+
+typedef struct weft_case {
+    weft_chan *chan;   /* NULL: case ignored */
+    int op;            /* WEFT_SEND or WEFT_RECV */
+    void *elem;        /* element to send, or buffer to receive into */
+} weft_case;
+/* Block until one case can proceed; fair among ready cases. Returns its
+ * index. A receive on a closed, drained channel fires with -EPIPE stored in
+ * weft_select_err(); a send on a closed channel makes select return -EPIPE. */
+WEFT_API int weft_select(weft_case *cases, size_t n);
+/* Like weft_select but returns -EAGAIN instead of blocking. */
+WEFT_API int weft_tryselect(weft_case *cases, size_t n);
+
+/* -------------------------------------------------------------------- I/O */
+/* From a fiber they park the fiber, not the worker; from a plain thread they
+ * behave like the blocking call. Each honours cancellation and the deadline.
+ * Writes never raise SIGPIPE: a broken pipe is -EPIPE. */
+
+WEFT_API ssize_t weft_read(int fd, void *buf, size_t n);
+WEFT_API ssize_t weft_write(int fd, const void *buf, size_t n);
+WEFT_API ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt);
+WEFT_API ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt);
+WEFT_API ssize_t weft_recv(weft_socket fd, void *buf, size_t n, int flags);
+WEFT_API ssize_t weft_send(weft_socket fd, const void *buf, size_t n, int flags);
+WEFT_API ssize_t weft_recvfrom(weft_socket fd, void *buf, size_t n, int flags,
+                               struct sockaddr *from, socklen_t *fromlen);
+WEFT_API ssize_t weft_sendto(weft_socket fd, const void *buf, size_t n, int flags,
+                             const struct sockaddr *to, socklen_t tolen);
+/* Returns the new socket, non-blocking and close-on-exec. */
+WEFT_API weft_socket weft_accept(weft_socket fd, struct sockaddr *addr, socklen_t *addrlen);
+WEFT_API int  weft_connect(weft_socket fd, const struct sockaddr *addr, socklen_t addrlen);
+WEFT_API int  weft_wait_fd(int fd, int events /* POLLIN|POLLOUT */);   /* returns revents */
+/* Fibers parked on fd wake with -EBADF; then the fd is closed. */
+WEFT_API int  weft_close(int fd);
+
+/* Run fn(arg) on a bounded pool of threads, parking the calling fiber. */
+WEFT_API int  weft_blocking(void *(*fn)(void *), void *arg, void **ret);
+/* getaddrinfo on the pool. Returns 0 or a negative EAI_* code (EAI_* values
+ * are negative in glibc already; EAI_SYSTEM is mapped to -errno). */
+WEFT_API int  weft_getaddrinfo(const char *node, const char *service,
+                               const struct addrinfo *hints, struct addrinfo **res);
+
+/* Name of the I/O backend the running runtime chose ("epoll", "uring", "iocp"). */
+WEFT_API const char *weft_io_backend(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEFT_H */

@@ -1,0 +1,91 @@
+/*
+ * src/arch — the machine-dependent floor of weft.
+ *
+ * This layer knows nothing of schedulers, fibers or file descriptors. Its
+ * whole contract is here:
+ *
+ *   1. a context: the saved stack pointer of a suspended flow of control;
+ *   2. make a context on a stack, so that the first switch to it calls
+ *      fn(arg) there;
+ *   3. switch from one context to another, carrying one pointer across;
+ *   4. allocate and free a guarded stack;
+ *   5. (src/arch/unwind.c) unwind a suspended context without resuming it.
+ *
+ * One implementation of (2) and (3) is linked per build: our own assembly for
+ * the ABI (switch_<cpu>_<abi>_<format>_gas.S), or switch_fcontext.c, which
+ * rides on Boost.Context's assembly fcontext (make CTX=fcontext, and the
+ * automatic choice on a CPU without our own assembly).
+ */
+#ifndef WEFT_ARCH_H
+#define WEFT_ARCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A suspended context is nothing but its stack pointer: everything else it
+ * needs (callee-saved registers, FP control words, the address to resume at)
+ * was pushed on its own stack by weft__ctx_switch. See the frame diagram at
+ * the top of the assembly file for the exact layout. */
+typedef struct weft__ctx {
+    void *sp;
+} weft__ctx;
+
+/* Prepare ctx so that the first weft__ctx_switch(..., ctx, arg) calls
+ * fn(arg) on the stack [lo, lo + size). fn must never return: a flow of
+ * control ends by switching away for the last time. */
+void weft__ctx_make(weft__ctx *ctx, void *lo, size_t size, void (*fn)(void *arg));
+
+/* Save the running context into *from and resume *to. In the resumed
+ * context, the weft__ctx_switch call that suspended it returns arg (or, for
+ * a fresh context, fn receives arg). */
+void *weft__ctx_switch(weft__ctx *from, weft__ctx *to, void *arg);
+
+/* Name of the switch implementation linked in, for messages and benchmarks. */
+extern const char weft__ctx_impl[];
+
+/* ------------------------------------------------------------------ stacks */
+
+/* How stacks are protected; chosen once per process (see stack.c). */
+enum weft__guard_mode {
+    WEFT_GUARD_MADVISE = 1,   /* MADV_GUARD_INSTALL inside big slabs: no VMA per guard */
+    WEFT_GUARD_MPROTECT,      /* PROT_NONE page per stack: 2 VMAs per stack */
+    WEFT_GUARD_CANARY         /* no hardware guard: a pattern checked at switch and free */
+};
+
+typedef struct weft__stack {
+    char *lo;            /* lowest usable byte */
+    char *hi;            /* one past the highest usable byte */
+    char *guard;         /* guard region below lo (NULL in canary mode) */
+    size_t guard_len;
+    size_t size;         /* usable size class (page multiple) of its pool */
+    unsigned vg_id;      /* valgrind's id for the registered stack */
+    struct weft__stack_pool *pool;
+    struct weft__stack *next;   /* free-list link while cached */
+} weft__stack;
+
+/* Minimum and maximum usable sizes a caller may ask for. */
+#define WEFT_STACK_MIN ((size_t)16 << 10)
+#define WEFT_STACK_MAX ((size_t)1 << 30)
+#define WEFT_STACK_DEFAULT ((size_t)256 << 10)
+
+/* Allocate a stack of at least size usable bytes. The weft__stack record
+ * itself is stored at the top of the stack (*out points into it), so one
+ * allocation serves both. Returns 0, -EINVAL (size out of range) or
+ * -ENOMEM. The caller may carve more of its own data just below s->hi. */
+int  weft__stack_alloc(size_t size, weft__stack **out);
+/* The size class a request of size bytes gets (page multiple). */
+size_t weft__stack_class(size_t size);
+void weft__stack_free(weft__stack *s);
+/* Unmap every stack of every pool (runtime teardown: all must be free). */
+void weft__stack_release_all(void);
+int  weft__stack_guard_mode(void);
+const char *weft__stack_guard_name(void);
+/* Canary mode: 0 if the canary at the bottom of s is intact. */
+int  weft__stack_check(const weft__stack *s);
+/* Is addr inside s's guard region (or, in canary mode, its lowest page)? */
+int  weft__stack_in_guard(const weft__stack *s, const void *addr);
+/* Deepest byte ever written, measured from the bottom (high-water mark). */
+size_t weft__stack_used(const weft__stack *s);
+size_t weft__page_size(void);
+
+#endif

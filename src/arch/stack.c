@@ -1,0 +1,358 @@
+/*
+ * Guarded fiber stacks.
+ *
+ * Every fiber runs on its own stack with a guard region below it, so that a
+ * stack overflow faults at once instead of silently overwriting whatever
+ * memory lies below (usually another fiber's stack or the heap).
+ *
+ * The classic guard is a PROT_NONE page made with mprotect(). It costs two
+ * VMAs per stack (the guard splits the mapping), and Linux caps a process at
+ * vm.max_map_count mappings, 65530 by default: about 32k guarded stacks, far
+ * short of a million fibers. Linux 6.13 added madvise(MADV_GUARD_INSTALL),
+ * which marks pages inside an existing mapping as guards by installing
+ * markers in the page tables: no VMA split, no extra mapping. So stacks are
+ * carved from large slabs, each stack with a guard region at its low end:
+ *
+ *   slab:  | guard | stack 0 ...... top | guard | stack 1 ...... top | ...
+ *            ^ faults on touch                    (grows down, toward its guard)
+ *
+ * Mode selection, once per process (env WEFT_STACK_GUARD forces one):
+ *   madvise  - MADV_GUARD_INSTALL works: the normal case;
+ *   mprotect - older kernel: PROT_NONE guards, while the max_map_count budget
+ *              lasts (we keep a reserve for the rest of the process);
+ *   canary   - budget exhausted or forced: the guard region is filled with a
+ *              pattern that is checked when the fiber switches out and when
+ *              its stack is freed. Overflow is detected, not prevented.
+ * Leaving madvise mode is said once on stderr.
+ *
+ * Slabs are reserved with MAP_NORESERVE: only the pages a fiber touches
+ * become resident, so a 256 KiB stack that uses 4 KiB costs 4 KiB of RAM.
+ */
+#define _GNU_SOURCE
+#include "arch.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define VALGRIND_STACK_REGISTER(lo, hi) 0u
+#define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
+#endif
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+#define GUARD_LEN ((size_t)16 << 10)      /* 4 pages: catches frames up to 16 KiB */
+#define SLAB_BYTES ((size_t)64 << 20)     /* address space reserved per slab */
+#define HOT_FREE 256                      /* freed stacks kept resident per pool */
+#define CANARY 0x5a17c0de5a17c0deull
+
+struct slab {
+    struct slab *next;
+    char *base;
+    size_t len;
+};
+
+/* All stacks of one size. */
+struct weft__stack_pool {
+    struct weft__stack_pool *next;
+    size_t usable;          /* usable bytes per stack (page multiple) */
+    size_t stride;          /* guard + usable */
+    weft__stack *free;      /* cached stacks, most recently freed first */
+    size_t nfree;
+    struct slab *slabs;
+    char *carve, *carve_end;   /* unused part of the newest slab */
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct weft__stack_pool *pools;
+static int mode;                   /* enum weft__guard_mode, 0 = not chosen yet */
+static size_t page;
+static long map_budget;            /* mprotect mode: guards we may still install */
+
+size_t weft__page_size(void)
+{
+    if (!page)
+        page = (size_t)sysconf(_SC_PAGESIZE);
+    return page;
+}
+
+static void say_mode(const char *why)
+{
+    static int said;
+    if (said++)
+        return;
+    fprintf(stderr, "weft: stack guards: %s (%s)\n", weft__stack_guard_name(), why);
+}
+
+/* Probe once: can this kernel install guards inside a mapping? */
+static void choose_mode(void)
+{
+    weft__page_size();
+    const char *env = getenv("WEFT_STACK_GUARD");
+    long max_maps = 65530;
+    FILE *fp = fopen("/proc/sys/vm/max_map_count", "r");
+    if (fp) {
+        if (fscanf(fp, "%ld", &max_maps) != 1)
+            max_maps = 65530;
+        fclose(fp);
+    }
+    /* Each mprotect guard costs up to 2 mappings; keep a quarter of the
+     * limit for the rest of the process (malloc arenas, libraries, files). */
+    map_budget = (max_maps - max_maps / 4) / 2;
+
+    if (env && !strcmp(env, "canary")) {
+        mode = WEFT_GUARD_CANARY;
+        say_mode("forced by WEFT_STACK_GUARD");
+        return;
+    }
+    if (env && !strcmp(env, "mprotect")) {
+        mode = WEFT_GUARD_MPROTECT;
+        say_mode("forced by WEFT_STACK_GUARD");
+        return;
+    }
+    char *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) {
+        if (madvise(p, page, MADV_GUARD_INSTALL) == 0)
+            mode = WEFT_GUARD_MADVISE;
+        munmap(p, 2 * page);
+    }
+    if (!mode) {
+        mode = WEFT_GUARD_MPROTECT;
+        say_mode("MADV_GUARD_INSTALL unsupported by this kernel");
+    }
+}
+
+int weft__stack_guard_mode(void)
+{
+    pthread_mutex_lock(&lock);
+    if (!mode)
+        choose_mode();
+    pthread_mutex_unlock(&lock);
+    return mode;
+}
+
+const char *weft__stack_guard_name(void)
+{
+    switch (mode) {
+    case WEFT_GUARD_MADVISE: return "madvise";
+    case WEFT_GUARD_MPROTECT: return "mprotect";
+    case WEFT_GUARD_CANARY: return "canary";
+    }
+    return "none";
+}
+
+static void fill_canary(char *g, size_t len)
+{
+    uint64_t *w = (uint64_t *)g;
+    for (size_t i = 0; i < len / 8; i++)
+        w[i] = CANARY;
+}
+
+int weft__stack_check(const weft__stack *s)
+{
+    if (s->guard || mode != WEFT_GUARD_CANARY)
+        return 0;
+    /* Only the top of the canary zone is checked on the hot path: an
+     * overflow writes it first. */
+    const uint64_t *w = (const uint64_t *)(s->lo - 64);
+    for (int i = 0; i < 8; i++)
+        if (w[i] != CANARY)
+            return -1;
+    return 0;
+}
+
+/* Install the protection of one stack's guard region at g. Called with the
+ * lock held. May downgrade mprotect mode to canary when the budget is gone. */
+static int protect(char *g, size_t len, int *guarded)
+{
+    *guarded = 0;
+    if (mode == WEFT_GUARD_MADVISE) {
+        if (madvise(g, len, MADV_GUARD_INSTALL) == 0) {
+            *guarded = 1;
+            return 0;
+        }
+        return -errno;
+    }
+    if (mode == WEFT_GUARD_MPROTECT) {
+        if (map_budget > 0 && mprotect(g, len, PROT_NONE) == 0) {
+            map_budget--;
+            *guarded = 1;
+            return 0;
+        }
+        mode = WEFT_GUARD_CANARY;
+        say_mode("vm.max_map_count budget exhausted");
+    }
+    fill_canary(g, len);
+    return 0;
+}
+
+static struct weft__stack_pool *pool_for(size_t usable)
+{
+    for (struct weft__stack_pool *p = pools; p; p = p->next)
+        if (p->usable == usable)
+            return p;
+    struct weft__stack_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->usable = usable;
+    p->stride = usable + GUARD_LEN;
+    p->next = pools;
+    pools = p;
+    return p;
+}
+
+static int grow(struct weft__stack_pool *p)
+{
+    size_t len = SLAB_BYTES / p->stride * p->stride;
+    if (len < p->stride)
+        len = p->stride;
+    struct slab *sl = malloc(sizeof *sl);
+    if (!sl)
+        return -ENOMEM;
+    char *base = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+        free(sl);
+        return -ENOMEM;
+    }
+    sl->base = base;
+    sl->len = len;
+    sl->next = p->slabs;
+    p->slabs = sl;
+    p->carve = base;
+    p->carve_end = base + len;
+    return 0;
+}
+
+size_t weft__stack_class(size_t size)
+{
+    size_t pg = weft__page_size();
+    return (size + pg - 1) & ~(pg - 1);
+}
+
+int weft__stack_alloc(size_t size, weft__stack **out)
+{
+    if (size < WEFT_STACK_MIN || size > WEFT_STACK_MAX)
+        return -EINVAL;
+    pthread_mutex_lock(&lock);
+    if (!mode)
+        choose_mode();
+    size_t usable = (size + page - 1) & ~(page - 1);
+    struct weft__stack_pool *p = pool_for(usable);
+    int err = -ENOMEM;
+    if (!p)
+        goto fail;
+    weft__stack *s = p->free;
+    if (s) {
+        p->free = s->next;
+        p->nfree--;
+        pthread_mutex_unlock(&lock);
+        s->next = NULL;
+        *out = s;
+        return 0;
+    }
+    if (p->carve == p->carve_end && (err = grow(p)) < 0)
+        goto fail;
+    char *g = p->carve;
+    p->carve += p->stride;
+    int guarded;
+    if ((err = protect(g, GUARD_LEN, &guarded)) < 0) {
+        p->carve -= p->stride;
+        goto fail;
+    }
+    /* The record lives in the top bytes of the stack it describes. */
+    char *top = g + p->stride;
+    s = (weft__stack *)((uintptr_t)(top - sizeof *s) & ~(uintptr_t)63);
+    s->lo = g + GUARD_LEN;
+    s->hi = (char *)s;
+    s->guard = guarded ? g : NULL;
+    s->guard_len = GUARD_LEN;
+    s->size = usable;
+    s->pool = p;
+    /* valgrind must know where each stack is, or it takes a switch for a
+     * huge stack frame and complains about every access. */
+    s->vg_id = VALGRIND_STACK_REGISTER(s->lo, s->hi);
+    s->next = NULL;
+    pthread_mutex_unlock(&lock);
+    *out = s;
+    return 0;
+fail:
+    pthread_mutex_unlock(&lock);
+    return err;
+}
+
+void weft__stack_free(weft__stack *s)
+{
+    struct weft__stack_pool *p = s->pool;
+    pthread_mutex_lock(&lock);
+    if (p->nfree >= HOT_FREE) {
+        /* Give the memory back but keep the address range (and the record
+         * in the top page) for reuse. Guards installed with madvise
+         * survive MADV_DONTNEED. */
+        char *keep = (char *)((uintptr_t)s & ~(uintptr_t)(page - 1));
+        if (keep > s->lo)
+            madvise(s->lo, (size_t)(keep - s->lo), MADV_DONTNEED);
+    }
+    s->next = p->free;
+    p->free = s;
+    p->nfree++;
+    pthread_mutex_unlock(&lock);
+}
+
+void weft__stack_release_all(void)
+{
+    pthread_mutex_lock(&lock);
+    while (pools) {
+        struct weft__stack_pool *p = pools;
+        pools = p->next;
+        bool newest = true;
+        while (p->slabs) {
+            struct slab *sl = p->slabs;
+            p->slabs = sl->next;
+            /* Stacks were carved from the bottom of each slab; only the
+             * newest slab may be partly carved. */
+            char *end = newest ? p->carve : sl->base + sl->len;
+            size_t carved = 0;
+            for (char *g = sl->base; g + p->stride <= end; g += p->stride, carved++) {
+                weft__stack *st = (weft__stack *)((uintptr_t)(g + p->stride - sizeof *st) & ~(uintptr_t)63);
+                VALGRIND_STACK_DEREGISTER(st->vg_id);
+            }
+            if (mode != WEFT_GUARD_MADVISE)
+                map_budget += (long)carved;   /* mprotect guards given back */
+            newest = false;
+            munmap(sl->base, sl->len);
+            free(sl);
+        }
+        free(p);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+int weft__stack_in_guard(const weft__stack *s, const void *addr)
+{
+    const char *a = addr;
+    const char *g = s->lo - s->guard_len;
+    return a >= g && a < s->lo;
+}
+
+size_t weft__stack_used(const weft__stack *s)
+{
+    /* Pages never touched read as zero (and map nothing when read): the
+     * first non-zero word from the bottom marks the deepest use. */
+    const uint64_t *w = (const uint64_t *)s->lo;
+    const uint64_t *end = (const uint64_t *)s->hi;
+    while (w < end && *w == 0)
+        w++;
+    return (size_t)((const char *)end - (const char *)w);
+}

@@ -1,0 +1,121 @@
+/*
+ * Context switch for x86-64, System V ABI, ELF, GNU as.
+ *
+ * The System V ABI lets a called function clobber every register except
+ * rbx, rbp, r12-r15 and rsp, the control bits of MXCSR and the x87 control
+ * word. So a switch, which to its caller is just a function call that
+ * returns later (maybe on another thread), has to preserve exactly those:
+ * it pushes them on the current stack, stores rsp in *from, loads rsp from
+ * *to, and pops the other context's copies. Everything else the compiler
+ * already assumed destroyed across the call.
+ *
+ * A suspended context, as seen from its saved stack pointer (ctx->sp):
+ *
+ *     offset   contents                    pushed/stored by
+ *     +0x00    MXCSR            (4 bytes)  stmxcsr
+ *     +0x04    x87 control word (2 bytes)  fnstcw    (+2 bytes padding)
+ *     +0x08    r15
+ *     +0x10    r14
+ *     +0x18    r13
+ *     +0x20    r12
+ *     +0x28    rbx
+ *     +0x30    rbp
+ *     +0x38    return address              the caller's `call`
+ *     +0x40    (the suspended caller's frame continues here)
+ *
+ * src/arch/unwind.c and tools/gdb/weft.py read this layout; the C view of it
+ * is kept honest by static assertions in switch_x86_64_sysv.c.
+ *
+ * The CFI below describes each push as it happens. After rsp is swapped the
+ * frame being popped has exactly the same shape, so the same CFI stays true
+ * for the other context: a debugger stopped anywhere in here unwinds
+ * correctly, and a suspended context (rsp at +0x00, pc just after the
+ * `movq %rsp, (%rdi)`) can be unwound by reading the table above.
+ */
+
+    .file   "switch_x86_64_sysv_elf_gas.S"
+    .text
+
+/* void *weft__ctx_switch(weft__ctx *from, weft__ctx *to, void *arg)
+ *                        rdi              rsi            rdx        -> rax   */
+    .globl  weft__ctx_switch
+    .hidden weft__ctx_switch
+    .type   weft__ctx_switch, @function
+    .p2align 4
+weft__ctx_switch:
+    .cfi_startproc
+    endbr64                         /* CET/IBT landing pad for indirect calls */
+    pushq   %rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbp, 0
+    pushq   %rbx
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbx, 0
+    pushq   %r12
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r12, 0
+    pushq   %r13
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r13, 0
+    pushq   %r14
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r14, 0
+    pushq   %r15
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r15, 0
+    leaq    -8(%rsp), %rsp          /* room for the two FP control words */
+    .cfi_adjust_cfa_offset 8
+    stmxcsr (%rsp)                  /* SSE rounding mode, exception masks, DAZ/FTZ */
+    fnstcw  4(%rsp)                 /* x87 precision and rounding control */
+
+    movq    %rsp, (%rdi)            /* from->sp: this context is now suspended */
+    movq    (%rsi), %rsp            /* to->sp:   from here on we run the other one */
+
+    ldmxcsr (%rsp)
+    fldcw   4(%rsp)
+    leaq    8(%rsp), %rsp
+    .cfi_adjust_cfa_offset -8
+    popq    %r15
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r15
+    popq    %r14
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r14
+    popq    %r13
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r13
+    popq    %r12
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r12
+    popq    %rbx
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore rbx
+    popq    %rbp
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore rbp
+    movq    %rdx, %rax              /* arg becomes the resumed call's return value */
+    ret                             /* to the address the other context called us from */
+    .cfi_endproc
+    .size   weft__ctx_switch, .-weft__ctx_switch
+
+/* The first switch into a fresh context "returns" here, with the frame
+ * weft__ctx_make built: r12 = fn, rax = arg, rsp 16-byte aligned.
+ *
+ * This is the root frame of every fiber. `.cfi_undefined rip` tells
+ * unwinders (gdb, libunwind, the C++ runtime) that there is no caller above
+ * it, so a backtrace of a fiber ends cleanly at its entry function instead
+ * of wandering into whatever the stack memory held before. */
+    .globl  weft__ctx_trampoline
+    .hidden weft__ctx_trampoline
+    .type   weft__ctx_trampoline, @function
+    .p2align 4
+weft__ctx_trampoline:
+    .cfi_startproc
+    .cfi_undefined rip
+    movq    %rax, %rdi              /* fn(arg) */
+    callq   *%r12
+    ud2                             /* fn must switch away for good, never return */
+    .cfi_endproc
+    .size   weft__ctx_trampoline, .-weft__ctx_trampoline
+
+    .section .note.GNU-stack, "", @progbits

@@ -1,0 +1,29 @@
+/*
+ * weft_run: the one place that ties the layers together. It starts the I/O
+ * layer (which hands the scheduler its poller), runs the scheduler until the
+ * main fiber and every other fiber are done, and stops the I/O layer again.
+ */
+#include "io/io.h"
+#include "sched/sched.h"
+#include "sched/worker.h"
+
+#include <errno.h>
+
+int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg, void **ret)
+{
+    if (!main_fn || (cfg && cfg->flags))
+        return -EINVAL;
+    if (weft__cur_fiber())
+        return -EBUSY;
+    int zero = 0;
+    if (!atomic_compare_exchange_strong(&weft__rt.running, &zero, 1))
+        return -EBUSY;
+    const struct weft__poller *poller = NULL;
+    int err = weft__io_start(cfg, &poller);
+    if (err == 0) {
+        err = weft__sched_run(cfg, poller, main_fn, arg, ret);
+        weft__io_stop();
+    }
+    atomic_store(&weft__rt.running, 0);
+    return err;
+}

@@ -1,0 +1,451 @@
+/*
+ * The fiber API: spawn, join, detach, cancel, sleep, deadlines and
+ * fiber-local storage, on top of the scheduler's park/ready (sched.c).
+ *
+ * Memory: a fiber's record lives at the top of its own stack, just below the
+ * stack's own record (arch.h), so spawning is one stack allocation, usually
+ * a pop from the worker's cache of freed stacks:
+ *
+ *     hi ┌──────────────────┐
+ *        │ weft__stack      │  which stack, its guard, its pool
+ *        │ weft_fiber       │  this file's record
+ *        │ first frame  ... │  weft__ctx_make's frame, then fn's frames
+ *        │        ↓         │
+ *     lo ├──────────────────┤
+ *        │ guard            │  faults on touch (see stack.c)
+ *        └──────────────────┘
+ *
+ * Life cycle (f->state): RUNNABLE -> RUNNING -> (PARKED -> RUNNABLE ->
+ * RUNNING)* -> DEAD -> FREED. A joinable fiber stays DEAD, its stack
+ * allocated, until joined; a detached one is freed as it returns. Stack
+ * memory is never unmapped while the runtime runs, so weft_join/detach/cancel
+ * on a fiber that was already freed see FREED and answer -EINVAL instead of
+ * touching unmapped memory (unless the memory was reused by a new fiber:
+ * like a pthread_t, a weft_fiber* must not be used after it was joined).
+ */
+#define _GNU_SOURCE
+#include "worker.h"
+
+#include "san.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void weft__sched_fiber_gone(void);
+
+#define STACK_CACHE_MAX 64
+
+/* ---------------------------------------------------------- all fibers */
+
+static void list_add(struct weft__fiber_list *l, weft_fiber *f)
+{
+    weft__lock_acquire(&l->lock);
+    f->all = l;
+    f->all_prev = NULL;
+    f->all_next = l->head;
+    if (l->head)
+        l->head->all_prev = f;
+    l->head = f;
+    weft__lock_release(&l->lock);
+}
+
+static void list_remove(weft_fiber *f)
+{
+    struct weft__fiber_list *l = f->all;
+    weft__lock_acquire(&l->lock);
+    if (f->all_prev)
+        f->all_prev->all_next = f->all_next;
+    else
+        l->head = f->all_next;
+    if (f->all_next)
+        f->all_next->all_prev = f->all_prev;
+    weft__lock_release(&l->lock);
+}
+
+void weft__each_fiber(void (*fn)(weft_fiber *, void *), void *arg)
+{
+    for (unsigned i = 0; i < weft__rt.n; i++) {
+        struct weft__fiber_list *l = &weft__rt.workers[i].all;
+        weft__lock_acquire(&l->lock);
+        for (weft_fiber *f = l->head; f; f = f->all_next)
+            fn(f, arg);
+        weft__lock_release(&l->lock);
+    }
+}
+
+/* ------------------------------------------------------------ fiber-local */
+
+#define KEYS_MAX 1024
+#define DESTRUCTOR_ROUNDS 4
+
+struct fls_slot { void *v; unsigned gen; };
+static struct { unsigned gen; void (*dtor)(void *); } keys[KEYS_MAX];   /* gen odd: in use */
+static weft__lock keys_lock = WEFT__LOCK_INIT;
+
+int weft_key_create(weft_key *key, void (*destructor)(void *))
+{
+    if (!key)
+        return -EINVAL;
+    weft__lock_acquire(&keys_lock);
+    for (unsigned i = 0; i < KEYS_MAX; i++) {
+        if (!(keys[i].gen & 1)) {
+            keys[i].gen++;
+            keys[i].dtor = destructor;
+            weft__lock_release(&keys_lock);
+            *key = i;
+            return 0;
+        }
+    }
+    weft__lock_release(&keys_lock);
+    return -EAGAIN;
+}
+
+int weft_key_delete(weft_key key)
+{
+    if (key >= KEYS_MAX)
+        return -EINVAL;
+    weft__lock_acquire(&keys_lock);
+    int err = 0;
+    if (keys[key].gen & 1) {
+        keys[key].gen++;   /* values set under the old generation become invisible */
+        keys[key].dtor = NULL;
+    } else {
+        err = -EINVAL;
+    }
+    weft__lock_release(&keys_lock);
+    return err;
+}
+
+void *weft_getspecific(weft_key key)
+{
+    weft_fiber *self = weft__cur_fiber();
+    if (!self || key >= self->fls_len)
+        return NULL;
+    struct fls_slot *s = &((struct fls_slot *)self->fls)[key];
+    unsigned gen = __atomic_load_n(&keys[key].gen, __ATOMIC_ACQUIRE);
+    return s->gen == gen ? s->v : NULL;
+}
+
+int weft_setspecific(weft_key key, const void *value)
+{
+    weft_fiber *self = weft__cur_fiber();
+    if (key >= KEYS_MAX)
+        return -EINVAL;
+    unsigned gen = __atomic_load_n(&keys[key].gen, __ATOMIC_ACQUIRE);
+    if (!(gen & 1))
+        return -EINVAL;
+    if (!self)
+        return -EPERM;
+    if (key >= self->fls_len) {
+        unsigned len = self->fls_len ? self->fls_len : 16;
+        while (len <= key)
+            len *= 2;
+        struct fls_slot *n = realloc(self->fls, len * sizeof *n);
+        if (!n)
+            return -ENOMEM;
+        memset(n + self->fls_len, 0, (len - self->fls_len) * sizeof *n);
+        self->fls = (void **)n;
+        self->fls_len = len;
+    }
+    struct fls_slot *s = &((struct fls_slot *)self->fls)[key];
+    s->v = (void *)value;
+    s->gen = gen;
+    return 0;
+}
+
+/* Run on the fiber's own stack as it returns: destructors may block. */
+static void fls_run_destructors(weft_fiber *self)
+{
+    struct fls_slot *slots = (struct fls_slot *)self->fls;
+    for (int round = 0; round < DESTRUCTOR_ROUNDS; round++) {
+        bool any = false;
+        for (unsigned k = 0; k < self->fls_len; k++) {
+            slots = (struct fls_slot *)self->fls;   /* a destructor may have grown it */
+            void *v = slots[k].v;
+            unsigned gen = __atomic_load_n(&keys[k].gen, __ATOMIC_ACQUIRE);
+            void (*dtor)(void *) = keys[k].dtor;
+            if (!v || slots[k].gen != gen || !dtor)
+                continue;
+            slots[k].v = NULL;
+            dtor(v);
+            any = true;
+        }
+        if (!any)
+            break;
+    }
+}
+
+/* --------------------------------------------------------- life cycle */
+
+static void fiber_entry(void *arg)
+{
+    weft_fiber *self = arg;
+    weft__fiber_entry_finish(self);
+    self->ret = self->fn(self->arg);
+    if (self->fls)
+        fls_run_destructors(self);
+    weft__switch_out(self, WEFT_POST_EXIT);
+    weft__panic(__FILE__, __LINE__, "a returned fiber was resumed");
+}
+
+int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), void *arg)
+{
+    if (!weft__running())
+        return -EPERM;
+    unsigned flags = attr ? attr->flags : 0;
+    if (!fn || (flags & ~(unsigned)(WEFT_DETACHED | WEFT_PINNED)))
+        return -EINVAL;
+    if (!out && !(flags & WEFT_DETACHED))
+        return -EINVAL;
+    size_t size = attr && attr->stack_size ? attr->stack_size : weft__rt.stack_size;
+    if (size < WEFT_STACK_MIN || size > WEFT_STACK_MAX)
+        return -EINVAL;
+
+    weft__worker *w = weft__cur_worker();
+    weft__stack *s = NULL;
+    if (w && w->scache && w->scache->size == weft__stack_class(size)) {
+        s = w->scache;
+        w->scache = s->next;
+        w->nscache--;
+    } else {
+        int err = weft__stack_alloc(size, &s);
+        if (err < 0)
+            return err;
+    }
+
+    weft_fiber *f = (weft_fiber *)(((uintptr_t)s->hi - sizeof(weft_fiber)) & ~(uintptr_t)63);
+    memset(f, 0, sizeof *f);
+    f->magic = WEFT_FIBER_MAGIC;
+    f->flags = flags;
+    f->stack = s;
+    f->fn = fn;
+    f->arg = arg;
+    f->deadline = -1;
+    f->timer.idx = SIZE_MAX;
+    f->id = atomic_fetch_add_explicit(&weft__rt.next_id, 1, memory_order_relaxed);
+    atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_relaxed);
+    weft__lock_init(&f->jlock);
+    if (attr && attr->name) {
+        strncpy(f->name, attr->name, WEFT_NAME_MAX - 1);
+        f->name[WEFT_NAME_MAX - 1] = 0;
+    }
+    if (atomic_load(&weft__rt.cancel_all))
+        atomic_store(&f->cancelled, 1);
+    if (flags & WEFT_PINNED)
+        f->home = w ? w : &weft__rt.workers[0];
+    weft__ctx_make(&f->ctx, s->lo, (size_t)((char *)f - s->lo), fiber_entry);
+    f->tsan_fiber = san_tsan_create();
+
+    atomic_fetch_add(&weft__rt.nlive, 1);
+    list_add(w ? &w->all : &weft__rt.workers[0].all, f);
+    if (w)
+        atomic_fetch_add_explicit(&w->st.spawned, 1, memory_order_relaxed);
+    if (out)
+        *out = f;
+    weft__ready_new(f, w);
+    return 0;
+}
+
+void weft__fiber_free(weft__worker *w, weft_fiber *f)
+{
+    atomic_store_explicit(&f->state, WEFT_F_FREED, memory_order_relaxed);
+    san_tsan_destroy(f->tsan_fiber);
+    free(f->fls);
+    f->fls = NULL;
+    weft__lock_destroy(&f->jlock);
+    weft__stack *s = f->stack;
+    if (w && w->nscache < STACK_CACHE_MAX) {
+        s->next = w->scache;
+        w->scache = s;
+        w->nscache++;
+    } else {
+        weft__stack_free(s);
+    }
+}
+
+static void cancel_one(weft_fiber *f, void *arg)
+{
+    (void)arg;
+    weft_cancel(f);
+}
+
+/* On the worker's stack, after f switched away for the last time. */
+void weft__fiber_finish(weft__worker *w, weft_fiber *f)
+{
+    atomic_fetch_add_explicit(&w->st.exited, 1, memory_order_relaxed);
+    list_remove(f);
+    if (f == weft__rt.main) {
+        weft__rt.main_ret = f->ret;
+        weft__rt.main = NULL;
+        atomic_store(&weft__rt.cancel_all, 1);
+        atomic_store(&weft__rt.main_done, 1);
+        weft__each_fiber(cancel_one, NULL);
+        atomic_store_explicit(&f->state, WEFT_F_DEAD, memory_order_relaxed);
+        weft__fiber_free(w, f);
+        weft__sched_fiber_gone();
+        return;
+    }
+    weft__lock_acquire(&f->jlock);
+    atomic_store_explicit(&f->state, WEFT_F_DEAD, memory_order_relaxed);
+    if (f->flags & WEFT_DETACHED) {
+        weft__lock_release(&f->jlock);
+        weft__fiber_free(w, f);
+    } else {
+        weft_fiber *j = f->joiner;
+        if (j && weft__wake_claim(j, 0))
+            weft__ready(j);
+        weft__lock_release(&f->jlock);   /* the joiner may free f from here on */
+    }
+    weft__sched_fiber_gone();
+}
+
+static bool valid(const weft_fiber *f)
+{
+    return f && f->magic == WEFT_FIBER_MAGIC &&
+           atomic_load_explicit(&f->state, memory_order_relaxed) != WEFT_F_FREED;
+}
+
+static void join_unlink(weft_fiber *self)
+{
+    weft_fiber *f = self->wobj;
+    weft__lock_acquire(&f->jlock);
+    if (f->joiner == self) {
+        f->joiner = NULL;
+        f->joined = 0;
+    }
+    weft__lock_release(&f->jlock);
+}
+
+int weft_join(weft_fiber *f, void **ret)
+{
+    if (!valid(f))
+        return -EINVAL;
+    weft_fiber *self = weft__cur_fiber();
+    if (!self)
+        return -EPERM;
+    if (f == self)
+        return -EDEADLK;
+    weft__lock_acquire(&f->jlock);
+    if (atomic_load(&f->state) == WEFT_F_FREED || (f->flags & WEFT_DETACHED) || f->joined) {
+        weft__lock_release(&f->jlock);
+        return -EINVAL;
+    }
+    int r = 0;
+    if (atomic_load(&f->state) != WEFT_F_DEAD) {
+        if ((r = weft__wait_check(self)) < 0) {
+            weft__lock_release(&f->jlock);
+            return r;
+        }
+        f->joined = 1;
+        f->joiner = self;
+        weft__wait_prepare(self, WEFT_W_JOIN, f, join_unlink);
+        weft__lock_release(&f->jlock);
+        r = weft__wait_park(self, -1);
+        if (r < 0)
+            return r;   /* cancelled or timed out: join_unlink made f joinable again */
+        /* Woken by f's exit under jlock: pass through the lock so that its
+         * worker is done with f before we free it. */
+        weft__lock_acquire(&f->jlock);
+    }
+    f->joined = 1;
+    weft__lock_release(&f->jlock);
+    if (ret)
+        *ret = f->ret;
+    weft__fiber_free(weft__cur_worker(), f);
+    return 0;
+}
+
+int weft_detach(weft_fiber *f)
+{
+    if (!valid(f))
+        return -EINVAL;
+    weft__lock_acquire(&f->jlock);
+    if ((f->flags & WEFT_DETACHED) || f->joined || atomic_load(&f->state) == WEFT_F_FREED) {
+        weft__lock_release(&f->jlock);
+        return -EINVAL;
+    }
+    if (atomic_load(&f->state) == WEFT_F_DEAD) {
+        f->joined = 1;
+        weft__lock_release(&f->jlock);
+        weft__fiber_free(weft__cur_worker(), f);
+        return 0;
+    }
+    f->flags |= WEFT_DETACHED;
+    weft__lock_release(&f->jlock);
+    return 0;
+}
+
+int weft_cancel(weft_fiber *f)
+{
+    if (!valid(f))
+        return -EINVAL;
+    atomic_store(&f->cancelled, 1);   /* seq_cst: pairs with weft__wait_prepare */
+    if (atomic_load(&f->wstate) == WEFT_WS_WAITING)
+        weft__wake_interrupt(f, -ECANCELED);
+    return 0;
+}
+
+int weft_cancelled(void)
+{
+    weft_fiber *self = weft__cur_fiber();
+    return self && atomic_load(&self->cancelled) ? 1 : 0;
+}
+
+void weft_yield(void)
+{
+    weft_fiber *self = weft__cur_fiber();
+    if (!self) {
+        weft__os_yield();
+        return;
+    }
+    weft__yield(self);
+}
+
+weft_fiber *weft_self(void) { return weft__cur_fiber(); }
+uint64_t weft_id(const weft_fiber *f) { return f ? f->id : 0; }
+const char *weft_name(const weft_fiber *f) { return f ? f->name : ""; }
+uint64_t weft_now(void) { return weft__now(); }
+
+int weft_worker_id(void)
+{
+    return weft__worker_index(weft__cur_worker());
+}
+
+int weft_sleep(uint64_t ns)
+{
+    weft_fiber *self = weft__cur_fiber();
+    if (!self) {
+        struct timespec ts = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+        return 0;
+    }
+    int r = weft__wait_check(self);
+    if (r < 0)
+        return r;
+    if (ns == 0) {
+        weft__yield(self);
+        return 0;
+    }
+    uint64_t now = weft__now();
+    int64_t until = ns > (uint64_t)INT64_MAX - now ? -1 : (int64_t)(now + ns);
+    weft__wait_prepare(self, WEFT_W_SLEEP, NULL, NULL);
+    r = weft__wait_park(self, until);
+    /* Our own timer firing is the normal end of a sleep; -ETIMEDOUT is
+     * reserved for the fiber's deadline coming first. */
+    if (r == -ETIMEDOUT && (self->deadline < 0 || (until >= 0 && self->deadline > until)))
+        r = 0;
+    return r;
+}
+
+int64_t weft_deadline(int64_t abs_ns)
+{
+    weft_fiber *self = weft__cur_fiber();
+    if (!self)
+        return -EPERM;
+    int64_t old = self->deadline;
+    self->deadline = abs_ns < 0 ? -1 : abs_ns;
+    return old;
+}

@@ -1,0 +1,69 @@
+/* platform.h on Linux: pthreads and futexes. */
+#define _GNU_SOURCE
+#include "platform.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+void weft__lock_init(weft__lock *l) { pthread_mutex_init(l, NULL); }
+void weft__lock_acquire(weft__lock *l) { pthread_mutex_lock(l); }
+int  weft__lock_try(weft__lock *l) { return pthread_mutex_trylock(l) == 0; }
+void weft__lock_release(weft__lock *l) { pthread_mutex_unlock(l); }
+void weft__lock_destroy(weft__lock *l) { pthread_mutex_destroy(l); }
+
+void weft__futex_wait(uint32_t *addr, uint32_t val, int64_t timeout_ns)
+{
+    struct timespec ts, *tp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000;
+        ts.tv_nsec = timeout_ns % 1000000000;
+        tp = &ts;
+    }
+    /* Private futex: the word is never shared with another process. A
+     * relative timeout is what FUTEX_WAIT takes. */
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, tp, NULL, 0);
+}
+
+void weft__futex_wake(uint32_t *addr, int n)
+{
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+int weft__thread_start(weft__thread *t, void *(*fn)(void *), void *arg, const char *name)
+{
+    int err = pthread_create(t, NULL, fn, arg);
+    if (err)
+        return -err;
+    if (name)
+        pthread_setname_np(*t, name);
+    return 0;
+}
+
+void weft__thread_join(weft__thread t) { pthread_join(t, NULL); }
+
+unsigned weft__cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0)
+            return (unsigned)n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+void weft__os_yield(void) { sched_yield(); }
+
+uint64_t weft__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}

@@ -1,0 +1,1017 @@
+/*
+ * The weft scheduler: M:N, work stealing, parking without loss.
+ *
+ * ACTORS
+ *   fiber   a stackful thread of control (weft_fiber): a guarded stack, the
+ *           saved stack pointer of its context, a wait record.
+ *   worker  an OS thread with a run queue (weft__worker). One per CPU by
+ *           default; the thread that called weft_run is worker 0. A worker
+ *           runs its loop on its own thread stack (Go's g0) and switches to
+ *           one fiber at a time; the fiber switches back to that loop when it
+ *           yields, parks or returns. Everything that must happen *after* a
+ *           fiber stopped running on its stack (requeueing it, freeing it)
+ *           is done by the loop, on the worker's stack.
+ *
+ * QUEUES (where a runnable fiber can be)
+ *   1. its worker's local ring (runq.h), 256 slots, lock-free, stealable;
+ *   2. its worker's next slot: the fiber readied by the running one goes
+ *      there, so a sender and its receiver hand off on one worker without
+ *      touching the ring (Go's runnext). A fiber taken from the next slot
+ *      inherits the pick; after 61 such picks in a row the ring goes first,
+ *      so a ping-ponging pair cannot starve the fibers queued behind it;
+ *   3. a worker's inbox: a locked list for fibers that must run on *that*
+ *      worker (WEFT_PINNED, WEFT_DEBUG_MIGRATE); never stolen;
+ *   4. the global queue: a locked list for fibers readied by threads that
+ *      are not workers and for the overflow of a full ring (half of the
+ *      ring moves there). Every 61st schedule a worker looks at it first,
+ *      so it cannot be starved by busy local rings.
+ *
+ * WHY THIS RUN QUEUE
+ *   Chase-Lev deques were the alternative: unbounded, and the owner works
+ *   LIFO at the bottom. LIFO is good for fork-join but unfair for servers
+ *   (an old connection waits behind every new one), and a correct C11
+ *   Chase-Lev needs seq_cst fences on the owner's pop (Le et al. 2013), i.e.
+ *   an mfence per schedule on x86. The bounded FIFO ring needs only
+ *   release/acquire on the owner's side, steals half in one CAS, and its
+ *   bound is harmless because overflow spills to the global queue. A single
+ *   global queue with one lock was rejected outright: it serialises every
+ *   spawn and wake-up of every worker. So was one OS thread per fiber: that
+ *   is what weft replaces.
+ *
+ * MIGRATION
+ *   A fiber moves to another worker only while it is not running: when a
+ *   thief steals it from a ring, or when it is readied by a fiber on another
+ *   worker (it joins the waker's next slot, like Go's ready()). Both happen
+ *   at a park, never in the middle of running code. The runtime's own
+ *   thread-locals are therefore read through non-inlined accessors after
+ *   every switch, and errno is saved and restored per fiber by the loop.
+ *   WEFT_PINNED fibers are readied into their home worker's inbox only and
+ *   never enter a ring, so they never move. WEFT_DEBUG_MIGRATE=1 readies every
+ *   fiber into the inbox of the next worker after its own, forcing a move at
+ *   every park, to flush out code that caches thread-local addresses.
+ *
+ * IDLING WITHOUT LOST WAKE-UPS (the protocol of Go's proc.go, condensed)
+ *   A worker that finds nothing local becomes "spinning" (counted in
+ *   rt.nspinning) and tries to steal; at most half of the busy workers spin
+ *   at once. A worker that finds nothing at all goes idle:
+ *
+ *     idle side                              submit side (ready/spawn)
+ *     push self on rt.idle, nidle++          put fiber on a queue
+ *     if spinning: nspinning--               ---- seq_cst fence ----
+ *     ---- seq_cst fence ----                if nidle > 0 and nspinning == 0:
+ *     look at every queue again                 nspinning := 1 (CAS)
+ *     if any work: leave rt.idle, spin          pop an idle worker, wake it
+ *     else sleep (futex, or in the poller)      (it starts out spinning)
+ *
+ *   The two fences order each side's store before its loads, so at least
+ *   one side sees the other: either the submitter sees the idle worker (and
+ *   wakes it) or the idle worker sees the fiber (and stays up). When a
+ *   spinning worker finds work it stops spinning, and if it was the last
+ *   spinner it wakes another (wakep): work tends to come in bursts, and
+ *   this keeps one worker looking without waking all of them. Wakes are
+ *   binary permits (rt.workers[i].permit) so a wake that arrives before the
+ *   sleep is not lost. A worker with nothing to do sleeps until its nearest
+ *   timer; an idle process uses no CPU.
+ *
+ *   At most one idle worker sleeps in the I/O poller (rt.poll_owner); the
+ *   others sleep on their futex. Waking a worker in the poller goes through
+ *   poller->wake().
+ *
+ * TIMERS
+ *   Each worker has a min-heap of the timers its fibers armed (sleeps,
+ *   timeouts, deadlines), under a lock that other workers take only to
+ *   cancel or to fire timers a busy owner has not reached. A timer fires by
+ *   claiming its fiber's wait; the claim is made under the heap lock, so a
+ *   fiber that wakes for another reason and disarms its timer never races
+ *   a firing. An idle worker sleeps until its own nearest timer, or 1 ms
+ *   past another worker's (a busy owner may be running a long fiber).
+ */
+#define _GNU_SOURCE
+#include "worker.h"
+
+#include "san.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct weft__rt weft__rt;
+
+static __thread weft__worker *tls_worker;
+
+const char *const weft__wait_names[WEFT_W_KINDS] = {
+    [WEFT_W_NONE] = "running", [WEFT_W_SLEEP] = "sleep", [WEFT_W_JOIN] = "join",
+    [WEFT_W_MUTEX] = "mutex", [WEFT_W_COND] = "condvar", [WEFT_W_SEM] = "semaphore",
+    [WEFT_W_WG] = "wait group", [WEFT_W_CHAN_SEND] = "channel send",
+    [WEFT_W_CHAN_RECV] = "channel receive", [WEFT_W_SELECT] = "select",
+    [WEFT_W_FD_READ] = "fd read", [WEFT_W_FD_WRITE] = "fd write",
+    [WEFT_W_POOL] = "blocking pool", [WEFT_W_IO] = "io",
+};
+
+_Noreturn void weft__panic(const char *file, int line, const char *what)
+{
+    fprintf(stderr, "weft: %s:%d: broken invariant: %s\n", file, line, what);
+    abort();
+}
+
+weft__worker *weft__cur_worker(void)
+{
+    __asm__ volatile("" ::: "memory");
+    return tls_worker;
+}
+
+weft_fiber *weft__cur_fiber(void)
+{
+    __asm__ volatile("" ::: "memory");
+    weft__worker *w = tls_worker;
+    return w ? w->cur : NULL;
+}
+
+unsigned weft__nworkers(void) { return weft__rt.n; }
+weft__worker *weft__worker_at(unsigned i) { return &weft__rt.workers[i]; }
+int weft__worker_index(const weft__worker *w) { return w ? (int)w->idx : -1; }
+bool weft__running(void) { return atomic_load(&weft__rt.running) == 1; }
+bool weft__debug_migrate(void) { return weft__rt.debug_migrate; }
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+static uint32_t fastrand(weft__worker *w)
+{
+    /* xorshift64*: cheap, per worker, good enough to pick steal victims */
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return (uint32_t)((x * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+/* ------------------------------------------------------------- switching */
+
+/* Worker loop -> fiber. Runs on the worker's stack; returns when the fiber
+ * switches back, with w->post saying why. */
+static void run_fiber(weft__worker *w, weft_fiber *f)
+{
+    /* The fiber may have been readied before its previous worker finished
+     * switching away from it: wait for that switch to complete. */
+    if (WEFT_UNLIKELY(atomic_load_explicit(&f->on_cpu, memory_order_acquire))) {
+        for (unsigned spins = 0; atomic_load_explicit(&f->on_cpu, memory_order_acquire); spins++) {
+            if (spins < 64)
+                cpu_relax();
+            else
+                weft__os_yield();   /* its worker may have been preempted */
+        }
+    }
+    atomic_store_explicit(&f->on_cpu, 1, memory_order_relaxed);
+    f->worker = w;
+    atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
+    f->stamp = 0;
+    w->cur = f;
+    atomic_fetch_add_explicit(&w->st.switches, 1, memory_order_relaxed);
+    errno = f->saved_errno;
+
+    san_asan_start(&w->asan_fake, f->stack->lo, (size_t)(f->stack->hi - f->stack->lo));
+    san_tsan_switch(f->tsan_fiber);
+    weft__ctx_switch(&w->sched_ctx, &f->ctx, f);
+    san_asan_finish(w->asan_fake, NULL, NULL);
+
+    f->saved_errno = errno;
+    w->cur = NULL;
+    if (WEFT_UNLIKELY(weft__stack_check(f->stack) != 0)) {
+        fprintf(stderr, "weft: fiber %llu \"%s\" overflowed its %zu-byte stack "
+                "(canary destroyed)\n", (unsigned long long)f->id, f->name,
+                (size_t)(f->stack->hi - f->stack->lo));
+        abort();
+    }
+    switch (w->post) {
+    case WEFT_POST_EXIT:
+        weft__fiber_finish(w, f);   /* f never runs again; no on_cpu handshake */
+        break;
+    case WEFT_POST_YIELD:
+        atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_relaxed);
+        atomic_store_explicit(&f->on_cpu, 0, memory_order_release);
+        if (f->home) {
+            /* pinned: its inbox is the only queue it may be on */
+            weft__ready(f);
+        } else if (!runq_push(&w->rq, f)) {
+            weft__ready(f);   /* ring full: the overflow path moves half */
+        }
+        break;
+    case WEFT_POST_PARK:
+        atomic_store_explicit(&f->state, WEFT_F_PARKED, memory_order_relaxed);
+        atomic_store_explicit(&f->on_cpu, 0, memory_order_release);
+        break;
+    default:
+        weft__panic(__FILE__, __LINE__, "unknown post-switch action");
+    }
+}
+
+/* Fiber -> its worker's loop. */
+void weft__switch_out(weft_fiber *self, int post)
+{
+    weft__worker *w = self->worker;
+    w->post = post;
+    san_asan_start(post == WEFT_POST_EXIT ? NULL : &self->asan_fake, w->sched_bottom, w->sched_size);
+    san_tsan_switch(w->tsan_fiber);
+    weft__ctx_switch(&self->ctx, &w->sched_ctx, NULL);
+    /* Resumed, perhaps on another worker: self->worker was updated by the
+     * loop that resumed us; read nothing cached from before the switch. */
+    w = self->worker;
+    san_asan_finish(self->asan_fake, &w->sched_bottom, &w->sched_size);
+}
+
+void weft__fiber_entry_finish(weft_fiber *self)
+{
+    weft__worker *w = self->worker;
+    san_asan_finish(NULL, &w->sched_bottom, &w->sched_size);
+    (void)w;
+}
+
+/* --------------------------------------------------------------- queues */
+
+static void global_put_list(weft_fiber *head, weft_fiber *tail, uint32_t n)
+{
+    weft__lock_acquire(&weft__rt.glock);
+    tail->next = NULL;
+    if (weft__rt.gtail)
+        weft__rt.gtail->next = head;
+    else
+        weft__rt.ghead = head;
+    weft__rt.gtail = tail;
+    atomic_fetch_add(&weft__rt.gn, n);
+    weft__lock_release(&weft__rt.glock);
+}
+
+/* Take a batch from the global queue into w's ring; return one to run. */
+static weft_fiber *global_get(weft__worker *w, uint32_t max)
+{
+    if (atomic_load_explicit(&weft__rt.gn, memory_order_relaxed) == 0)
+        return NULL;
+    weft__lock_acquire(&weft__rt.glock);
+    uint32_t n = atomic_load(&weft__rt.gn);
+    if (n == 0) {
+        weft__lock_release(&weft__rt.glock);
+        return NULL;
+    }
+    /* a fair share, leaving work for the others */
+    uint32_t take = n / weft__rt.n + 1;
+    if (take > n)
+        take = n;
+    if (take > max)
+        take = max;
+    if (take > RUNQ_SIZE / 2)
+        take = RUNQ_SIZE / 2;
+    weft_fiber *first = weft__rt.ghead;
+    weft__rt.ghead = first->next;
+    for (uint32_t i = 1; i < take; i++) {
+        weft_fiber *f = weft__rt.ghead;
+        weft__rt.ghead = f->next;
+        if (!runq_push(&w->rq, f)) {   /* cannot happen: callers have room */
+            f->next = weft__rt.ghead;
+            weft__rt.ghead = f;
+            take = i;
+            break;
+        }
+    }
+    if (!weft__rt.ghead)
+        weft__rt.gtail = NULL;
+    atomic_fetch_sub(&weft__rt.gn, take);
+    weft__lock_release(&weft__rt.glock);
+    return first;
+}
+
+/* Owner: push at the tail of its ring, spilling half to the global queue
+ * when full. */
+static void local_put(weft__worker *w, weft_fiber *f)
+{
+    weft_fiber *batch[RUNQ_SIZE / 2 + 1];
+    while (!runq_push(&w->rq, f)) {
+        uint32_t n = runq_grab_half(&w->rq, batch);
+        if (n == 0)
+            continue;   /* a thief made room */
+        batch[n++] = f;
+        for (uint32_t i = 0; i + 1 < n; i++)
+            batch[i]->next = batch[i + 1];
+        global_put_list(batch[0], batch[n - 1], n);
+        return;
+    }
+}
+
+static weft_fiber *inbox_take(weft__worker *w)
+{
+    if (atomic_load_explicit(&w->inbox_n, memory_order_acquire) == 0)
+        return NULL;
+    weft__lock_acquire(&w->inbox_lock);
+    weft_fiber *f = w->inbox_head;
+    if (f) {
+        w->inbox_head = f->next;
+        if (!w->inbox_head)
+            w->inbox_tail = NULL;
+        atomic_fetch_sub(&w->inbox_n, 1);
+    }
+    weft__lock_release(&w->inbox_lock);
+    return f;
+}
+
+/* --------------------------------------------------------------- waking */
+
+static void signal_worker(weft__worker *w)
+{
+    atomic_store(&w->permit, 1);
+    if (atomic_load(&w->in_poll)) {
+        weft__rt.poller->wake();
+    } else {
+        weft__futex_wake((uint32_t *)&w->permit, 1);
+    }
+}
+
+/* Take w off the idle list if it is there. Called with idle_lock held. */
+static bool idle_remove_locked(weft__worker *w)
+{
+    if (!w->idle)
+        return false;
+    weft__worker **pp = &weft__rt.idle;
+    while (*pp != w)
+        pp = &(*pp)->idle_next;
+    *pp = w->idle_next;
+    w->idle_next = NULL;
+    w->idle = false;
+    atomic_fetch_sub(&weft__rt.nidle, 1);
+    return true;
+}
+
+/* Wake one idle worker to look for work, unless someone already looks. */
+static void wakep(void)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&weft__rt.nidle, memory_order_relaxed) == 0)
+        return;
+    uint32_t zero = 0;
+    if (atomic_load_explicit(&weft__rt.nspinning, memory_order_relaxed) != 0 ||
+        !atomic_compare_exchange_strong(&weft__rt.nspinning, &zero, 1))
+        return;
+    weft__lock_acquire(&weft__rt.idle_lock);
+    weft__worker *w = weft__rt.idle;
+    if (w)
+        idle_remove_locked(w);
+    if (w)
+        w->spinning = true;   /* it inherits our nspinning count */
+    weft__lock_release(&weft__rt.idle_lock);
+    if (!w) {
+        atomic_fetch_sub(&weft__rt.nspinning, 1);
+        return;
+    }
+    signal_worker(w);
+}
+
+/* Wake w specifically (its inbox got a fiber). */
+static void wake_worker(weft__worker *w)
+{
+    weft__lock_acquire(&weft__rt.idle_lock);
+    bool was = idle_remove_locked(w);
+    weft__lock_release(&weft__rt.idle_lock);
+    if (was)
+        signal_worker(w);
+}
+
+static void inbox_put(weft__worker *w, weft_fiber *f)
+{
+    f->next = NULL;
+    weft__lock_acquire(&w->inbox_lock);
+    if (w->inbox_tail)
+        w->inbox_tail->next = f;
+    else
+        w->inbox_head = f;
+    w->inbox_tail = f;
+    atomic_fetch_add(&w->inbox_n, 1);
+    weft__lock_release(&w->inbox_lock);
+    if (w != weft__cur_worker())
+        wake_worker(w);
+}
+
+void weft__ready(weft_fiber *f)
+{
+    weft__worker *w = weft__cur_worker();
+    atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_relaxed);
+    if (WEFT_UNLIKELY(f->home)) {
+        inbox_put(f->home, f);
+        return;
+    }
+    if (WEFT_UNLIKELY(weft__rt.debug_migrate) && weft__rt.n > 1 && f->worker) {
+        inbox_put(&weft__rt.workers[(f->worker->idx + 1) % weft__rt.n], f);
+        return;
+    }
+    if (WEFT_UNLIKELY(!w)) {
+        /* a plain thread (blocking pool, user thread): any worker may take it */
+        global_put_list(f, f, 1);
+        wakep();
+        return;
+    }
+    weft_fiber *old = runq_put_next(&w->rq, f);
+    if (old)
+        local_put(w, old);
+    if (!atomic_load_explicit(&w->in_poll, memory_order_relaxed))
+        wakep();
+}
+
+/* A new fiber from spawn: like ready, but it has no previous worker. */
+void weft__ready_new(weft_fiber *f, weft__worker *w)
+{
+    if (f->home || !w) {
+        f->worker = f->home ? f->home : &weft__rt.workers[0];
+        if (f->home) {
+            inbox_put(f->home, f);
+        } else {
+            global_put_list(f, f, 1);
+            wakep();
+        }
+        return;
+    }
+    f->worker = w;
+    weft_fiber *old = runq_put_next(&w->rq, f);
+    if (old)
+        local_put(w, old);
+    wakep();
+}
+
+void weft__yield(weft_fiber *self)
+{
+    weft__switch_out(self, WEFT_POST_YIELD);
+}
+
+/* --------------------------------------------------------------- timers */
+
+#define HEAP_LESS(a, b) ((a)->when < (b)->when)
+
+static weft_fiber *timer_fiber(weft__timer *t)
+{
+    return (weft_fiber *)((char *)t - offsetof(weft_fiber, timer));
+}
+
+static void heap_set(weft__worker *w, size_t i, weft__timer *t)
+{
+    w->heap[i] = t;
+    t->idx = i;
+}
+
+static void heap_up(weft__worker *w, size_t i)
+{
+    weft__timer *t = w->heap[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!HEAP_LESS(t, w->heap[p]))
+            break;
+        heap_set(w, i, w->heap[p]);
+        i = p;
+    }
+    heap_set(w, i, t);
+}
+
+static void heap_down(weft__worker *w, size_t i)
+{
+    weft__timer *t = w->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= w->heap_len)
+            break;
+        if (c + 1 < w->heap_len && HEAP_LESS(w->heap[c + 1], w->heap[c]))
+            c++;
+        if (!HEAP_LESS(w->heap[c], t))
+            break;
+        heap_set(w, i, w->heap[c]);
+        i = c;
+    }
+    heap_set(w, i, t);
+}
+
+static void heap_remove(weft__worker *w, weft__timer *t)
+{
+    size_t i = t->idx;
+    weft__timer *last = w->heap[--w->heap_len];
+    t->idx = SIZE_MAX;
+    if (last != t) {
+        heap_set(w, i, last);
+        heap_up(w, i);
+        heap_down(w, last->idx);
+    }
+    atomic_store(&w->tnext, w->heap_len ? w->heap[0]->when : UINT64_MAX);
+}
+
+/* Arm f's timer in the heap of the worker it runs on (it is running). */
+void weft__timer_arm(weft_fiber *f, uint64_t when)
+{
+    weft__worker *w = f->worker;
+    weft__timer *t = &f->timer;
+    weft__lock_acquire(&w->tlock);
+    if (w->heap_len == w->heap_cap) {
+        size_t cap = w->heap_cap ? w->heap_cap * 2 : 64;
+        weft__timer **h = realloc(w->heap, cap * sizeof *h);
+        if (!h)
+            weft__panic(__FILE__, __LINE__, "out of memory for the timer heap");
+        w->heap = h;
+        w->heap_cap = cap;
+    }
+    /* Equal times fire in arming order: nudge by a sequence number in the
+     * low bits is not needed; the heap is stable enough for the ns clock. */
+    t->when = when;
+    t->owner = w;
+    heap_set(w, w->heap_len++, t);
+    heap_up(w, t->idx);
+    atomic_store(&w->tnext, w->heap[0]->when);
+    weft__lock_release(&w->tlock);
+}
+
+void weft__timer_disarm(weft_fiber *f)
+{
+    weft__timer *t = &f->timer;
+    weft__worker *w = t->owner;
+    if (!w)
+        return;
+    weft__lock_acquire(&w->tlock);
+    if (t->idx != SIZE_MAX)
+        heap_remove(w, t);
+    t->owner = NULL;
+    weft__lock_release(&w->tlock);
+}
+
+/* Fire v's expired timers; the fibers they wake are readied on the
+ * calling worker. Returns how many fibers woke. */
+static int fire_timers(weft__worker *v, uint64_t now, bool try)
+{
+    if (atomic_load_explicit(&v->tnext, memory_order_relaxed) > now)
+        return 0;
+    if (try) {
+        if (!weft__lock_try(&v->tlock))
+            return 0;
+    } else {
+        weft__lock_acquire(&v->tlock);
+    }
+    weft_fiber *woke = NULL;
+    int n = 0;
+    while (v->heap_len && v->heap[0]->when <= now) {
+        weft__timer *t = v->heap[0];
+        heap_remove(v, t);
+        weft_fiber *f = timer_fiber(t);
+        /* The claim is made under the heap lock: see TIMERS above. */
+        if (weft__wake_claim(f, -ETIMEDOUT)) {
+            f->next = woke;
+            woke = f;
+            n++;
+        }
+    }
+    weft__lock_release(&v->tlock);
+    while (woke) {
+        weft_fiber *f = woke;
+        woke = f->next;
+        if (f->wunlink)
+            f->wunlink(f);
+        weft__ready(f);
+    }
+    if (n)
+        atomic_fetch_add_explicit(&v->st.timers_fired, (uint64_t)n, memory_order_relaxed);
+    return n;
+}
+
+/* ------------------------------------------------------------- the wait */
+
+int weft__wake_claim(weft_fiber *f, int result)
+{
+    int expect = WEFT_WS_WAITING;
+    if (!atomic_compare_exchange_strong(&f->wstate, &expect, WEFT_WS_WOKEN))
+        return 0;
+    f->wresult = result;
+    return 1;
+}
+
+int weft__wake_interrupt(weft_fiber *f, int result)
+{
+    if (!weft__wake_claim(f, result))
+        return 0;
+    if (f->wunlink)
+        f->wunlink(f);
+    weft__ready(f);
+    return 1;
+}
+
+void weft__wait_prepare(weft_fiber *self, int kind, void *obj, void (*unlink)(weft_fiber *))
+{
+    self->wkind = kind;
+    self->wobj = obj;
+    self->wunlink = unlink;
+    self->wresult = 0;
+    atomic_store(&self->wstate, WEFT_WS_WAITING);   /* seq_cst: pairs with weft_cancel */
+}
+
+int weft__wait_check(weft_fiber *self)
+{
+    if (atomic_load_explicit(&self->cancelled, memory_order_relaxed))
+        return -ECANCELED;
+    if (self->deadline >= 0 && (uint64_t)self->deadline <= weft__now())
+        return -ETIMEDOUT;
+    return 0;
+}
+
+static void wait_done(weft_fiber *self)
+{
+    atomic_store_explicit(&self->wstate, WEFT_WS_IDLE, memory_order_relaxed);
+    self->wkind = WEFT_W_NONE;
+    self->wobj = NULL;
+    self->wunlink = NULL;
+}
+
+int weft__wait_abort(weft_fiber *self)
+{
+    int expect = WEFT_WS_WAITING;
+    if (atomic_compare_exchange_strong(&self->wstate, &expect, WEFT_WS_IDLE)) {
+        wait_done(self);
+        return 1;
+    }
+    return 0;
+}
+
+int weft__wait_park(weft_fiber *self, int64_t timeout)
+{
+    int64_t when = timeout;
+    if (self->deadline >= 0 && (when < 0 || self->deadline < when))
+        when = self->deadline;
+
+    /* Cancelled, or already past the time: try to take the wait back
+     * ourselves. If a waker claimed it first, it will ready us, and we
+     * must park to receive that. */
+    int early = 0;
+    if (atomic_load(&self->cancelled))   /* seq_cst: pairs with weft_cancel */
+        early = -ECANCELED;
+    else if (when >= 0 && (uint64_t)when <= weft__now())
+        early = -ETIMEDOUT;
+    if (early && weft__wake_claim(self, early)) {
+        if (self->wunlink)
+            self->wunlink(self);
+        wait_done(self);
+        return early;
+    }
+    bool armed = false;
+    if (!early && when >= 0) {
+        weft__timer_arm(self, (uint64_t)when);
+        armed = true;
+    }
+    self->wsince = weft__now();
+    atomic_fetch_add_explicit(&self->worker->st.parks, 1, memory_order_relaxed);
+    weft__switch_out(self, WEFT_POST_PARK);
+    if (armed)
+        weft__timer_disarm(self);
+    int r = self->wresult;
+    wait_done(self);
+    return r;
+}
+
+/* ---------------------------------------------------------- finding work */
+
+static bool any_work(weft__worker *w)
+{
+    if (atomic_load(&weft__rt.gn) || atomic_load(&w->inbox_n))
+        return true;
+    for (unsigned i = 0; i < weft__rt.n; i++)
+        if (!runq_empty(&weft__rt.workers[i].rq))
+            return true;
+    return false;
+}
+
+static weft_fiber *steal_work(weft__worker *w)
+{
+    weft_fiber *batch[RUNQ_SIZE / 2 + 1];
+    unsigned n = weft__rt.n;
+    uint64_t now = weft__now();
+    for (int round = 0; round < 4; round++) {
+        bool last = round == 3;
+        unsigned start = fastrand(w) % n;
+        for (unsigned k = 0; k < n; k++) {
+            weft__worker *v = &weft__rt.workers[(start + k) % n];
+            if (v == w)
+                continue;
+            /* a busy owner's due timers are ours to fire */
+            if (fire_timers(v, now, true)) {
+                bool nx;
+                weft_fiber *f = runq_get(&w->rq, false, &nx);
+                if (f)
+                    return f;
+            }
+            uint32_t got = runq_grab(&v->rq, batch, last);
+            if (got == 0)
+                continue;
+            atomic_fetch_add_explicit(&w->st.steals, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&w->st.stolen, got, memory_order_relaxed);
+            weft_fiber *f = batch[got - 1];
+            if (got > 1)
+                runq_push_batch(&w->rq, batch, got - 1);
+            return f;
+        }
+    }
+    return NULL;
+}
+
+static void stop_spinning(weft__worker *w)
+{
+    w->spinning = false;
+    if (atomic_fetch_sub(&weft__rt.nspinning, 1) == 1)
+        wakep();   /* we were the last one looking: there may be more work */
+}
+
+static weft_fiber *local_work(weft__worker *w)
+{
+    bool was_next;
+    weft_fiber *f;
+    w->tick++;
+    if (w->tick % 61 == 0 && (f = global_get(w, 1)))
+        return f;
+    if (w->tick % 61 == 0 && (f = inbox_take(w)))
+        return f;
+    fire_timers(w, weft__now(), false);
+    f = runq_get(&w->rq, w->next_streak >= 61, &was_next);
+    if (f) {
+        w->next_streak = was_next ? w->next_streak + 1 : 0;
+        return f;
+    }
+    w->next_streak = 0;
+    if ((f = inbox_take(w)))
+        return f;
+    return global_get(w, RUNQ_SIZE / 2);
+}
+
+static int64_t sleep_timeout(weft__worker *w)
+{
+    uint64_t next = atomic_load(&w->tnext);
+    for (unsigned i = 0; i < weft__rt.n; i++) {
+        weft__worker *v = &weft__rt.workers[i];
+        uint64_t t = atomic_load(&v->tnext);
+        if (v != w && t != UINT64_MAX && t + 1000000 < next)
+            next = t + 1000000;
+    }
+    if (next == UINT64_MAX)
+        return -1;
+    uint64_t now = weft__now();
+    return next > now ? (int64_t)(next - now) : 0;
+}
+
+/* Sleep until signalled or timeout; in the poller if nobody else is. */
+static void worker_sleep(weft__worker *w, int64_t timeout)
+{
+    const struct weft__poller *p = weft__rt.poller;
+    int zero = 0;
+    if (p && atomic_compare_exchange_strong(&weft__rt.poll_owner, &zero, 1)) {
+        atomic_store(&w->in_poll, 1);
+        int got = 0;
+        if (!atomic_load(&w->permit)) {
+            atomic_fetch_add_explicit(&w->st.polls, 1, memory_order_relaxed);
+            got = p->poll(w, timeout);
+        }
+        atomic_store(&w->in_poll, 0);
+        atomic_store(&weft__rt.poll_owner, 0);
+        if (got > 0) {
+            /* Readied fibers sit in our queue. We may still be on the idle
+             * list: leave it, then wake someone else for the rest. */
+            weft__lock_acquire(&weft__rt.idle_lock);
+            idle_remove_locked(w);
+            weft__lock_release(&weft__rt.idle_lock);
+            wakep();
+        }
+    } else if (!atomic_load(&w->permit)) {
+        weft__futex_wait((uint32_t *)&w->permit, 0, timeout);
+    }
+    atomic_store(&w->permit, 0);
+}
+
+/* Find a fiber to run, sleeping while there is none. NULL: shut down. */
+static weft_fiber *find_runnable(weft__worker *w)
+{
+    const struct weft__poller *p = weft__rt.poller;
+    for (;;) {
+        if (atomic_load_explicit(&weft__rt.shutdown, memory_order_acquire))
+            return NULL;
+        weft_fiber *f = local_work(w);
+        if (f)
+            goto found;
+
+        /* Ready I/O, without blocking, if nobody is blocked on it. */
+        if (p && atomic_load(&weft__rt.poll_owner) == 0) {
+            int zero = 0;
+            if (atomic_compare_exchange_strong(&weft__rt.poll_owner, &zero, 1)) {
+                int got = p->poll(w, 0);
+                atomic_store(&weft__rt.poll_owner, 0);
+                if (got > 0)
+                    continue;
+            }
+        }
+
+        /* Steal, unless enough workers are already looking. */
+        if (!w->spinning) {
+            uint32_t busy = weft__rt.n - atomic_load(&weft__rt.nidle);
+            if (2 * atomic_load(&weft__rt.nspinning) < busy) {
+                w->spinning = true;
+                atomic_fetch_add(&weft__rt.nspinning, 1);
+            }
+        }
+        if (w->spinning && weft__rt.n > 1 && (f = steal_work(w)))
+            goto found;
+
+        /* Go idle: announce it, then look once more (see the protocol). */
+        weft__lock_acquire(&weft__rt.idle_lock);
+        w->idle = true;
+        w->idle_next = weft__rt.idle;
+        weft__rt.idle = w;
+        atomic_fetch_add(&weft__rt.nidle, 1);
+        weft__lock_release(&weft__rt.idle_lock);
+        bool was_spinning = w->spinning;
+        if (was_spinning) {
+            w->spinning = false;
+            atomic_fetch_sub(&weft__rt.nspinning, 1);
+        }
+        atomic_thread_fence(memory_order_seq_cst);
+        if (any_work(w) || atomic_load(&weft__rt.shutdown)) {
+            weft__lock_acquire(&weft__rt.idle_lock);
+            bool removed = idle_remove_locked(w);
+            weft__lock_release(&weft__rt.idle_lock);
+            if (removed) {
+                w->spinning = true;
+                atomic_fetch_add(&weft__rt.nspinning, 1);
+            }
+            /* else a waker took us off the list and will signal us: its
+             * permit is consumed by the next sleep, harmlessly. */
+            continue;
+        }
+        worker_sleep(w, sleep_timeout(w));
+        weft__lock_acquire(&weft__rt.idle_lock);
+        idle_remove_locked(w);   /* timed out, or woken by a targeted wake */
+        weft__lock_release(&weft__rt.idle_lock);
+        continue;
+found:
+        if (w->spinning)
+            stop_spinning(w);
+        return f;
+    }
+}
+
+/* ----------------------------------------------------------- the workers */
+
+static void worker_loop(weft__worker *w)
+{
+    weft_fiber *f;
+    while ((f = find_runnable(w)))
+        run_fiber(w, f);
+}
+
+static void worker_init_thread(weft__worker *w)
+{
+    tls_worker = w;
+    w->tsan_fiber = san_tsan_current();
+    weft__crash_thread_init(w);
+}
+
+static void *worker_main(void *arg)
+{
+    weft__worker *w = arg;
+    worker_init_thread(w);
+    worker_loop(w);
+    weft__crash_thread_fini(w);
+    tls_worker = NULL;
+    return NULL;
+}
+
+static void shutdown_all(void)
+{
+    atomic_store(&weft__rt.shutdown, 1);
+    for (unsigned i = 0; i < weft__rt.n; i++) {
+        weft__worker *w = &weft__rt.workers[i];
+        weft__lock_acquire(&weft__rt.idle_lock);
+        idle_remove_locked(w);
+        weft__lock_release(&weft__rt.idle_lock);
+        signal_worker(w);
+    }
+}
+
+/* A fiber returned: called by fiber.c once it is accounted for. */
+void weft__sched_fiber_gone(void);
+void weft__sched_fiber_gone(void)
+{
+    if (atomic_fetch_sub(&weft__rt.nlive, 1) == 1 && atomic_load(&weft__rt.main_done))
+        shutdown_all();
+}
+
+static unsigned env_unsigned(const char *name, unsigned dflt)
+{
+    const char *s = getenv(name);
+    if (!s || !*s)
+        return dflt;
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    return (*end || v == 0 || v > 1024) ? dflt : (unsigned)v;
+}
+
+int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
+                    void *(*main_fn)(void *), void *arg, void **ret)
+{
+    struct weft__rt *rt = &weft__rt;
+    unsigned n = cfg && cfg->workers ? cfg->workers : weft__cpu_count();
+    n = env_unsigned("WEFT_WORKERS", n);
+    if (n > 1024)
+        return -EINVAL;
+    size_t ss = cfg && cfg->stack_size ? cfg->stack_size : WEFT_STACK_DEFAULT;
+    if (ss < WEFT_STACK_MIN || ss > WEFT_STACK_MAX)
+        return -EINVAL;
+
+    weft__worker *ws = aligned_alloc(64, ((n * sizeof *ws) + 63) & ~(size_t)63);
+    if (!ws)
+        return -ENOMEM;
+    memset(ws, 0, n * sizeof *ws);
+    rt->workers = ws;
+    rt->n = n;
+    rt->stack_size = ss;
+    rt->poller = poller;
+    atomic_store(&rt->poll_owner, 0);
+    const char *dm = getenv("WEFT_DEBUG_MIGRATE");
+    rt->debug_migrate = dm && *dm && strcmp(dm, "0") != 0;
+    weft__lock_init(&rt->glock);
+    weft__lock_init(&rt->idle_lock);
+    rt->ghead = rt->gtail = NULL;
+    atomic_store(&rt->gn, 0);
+    rt->idle = NULL;
+    atomic_store(&rt->nidle, 0);
+    atomic_store(&rt->nspinning, 0);
+    atomic_store(&rt->nlive, 0);
+    atomic_store(&rt->main_done, 0);
+    atomic_store(&rt->cancel_all, 0);
+    atomic_store(&rt->shutdown, 0);
+    if (atomic_load(&rt->next_id) == 0)
+        atomic_store(&rt->next_id, 1);
+    for (unsigned i = 0; i < n; i++) {
+        weft__worker *w = &ws[i];
+        w->idx = i;
+        w->rng = 0x9E3779B97F4A7C15ull * (i + 1);
+        weft__lock_init(&w->inbox_lock);
+        weft__lock_init(&w->tlock);
+        weft__lock_init(&w->all.lock);
+        atomic_store(&w->tnext, UINT64_MAX);
+    }
+    weft__crash_install();
+
+    /* Worker 0 is this thread. */
+    weft__worker *w0 = &ws[0];
+    worker_init_thread(w0);
+
+    weft_fiber *mainf;
+    weft_attr ma = { .stack_size = ss, .name = "main", .flags = 0 };
+    int err = weft_spawn(&mainf, &ma, main_fn, arg);
+    if (err < 0)
+        goto out;
+    rt->main = mainf;
+
+    unsigned started = 1;
+    for (unsigned i = 1; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "weft/%u", i);
+        if (weft__thread_start(&ws[i].thread, worker_main, &ws[i], name) < 0)
+            break;
+        started++;
+    }
+    if (started < n) {
+        /* Run with the workers we got: the others never steal or sleep.
+         * Fewer threads is a performance loss, not an error. */
+        rt->n = started;
+    }
+    worker_loop(w0);
+    for (unsigned i = 1; i < started; i++)
+        weft__thread_join(ws[i].thread);
+    if (ret)
+        *ret = rt->main_ret;
+    err = 0;
+out:
+    weft__crash_thread_fini(w0);
+    tls_worker = NULL;
+    weft__crash_uninstall();
+    for (unsigned i = 0; i < n; i++) {
+        weft__worker *w = &ws[i];
+        while (w->scache) {
+            weft__stack *s = w->scache;
+            w->scache = s->next;
+            weft__stack_free(s);
+        }
+        free(w->heap);
+        weft__lock_destroy(&w->inbox_lock);
+        weft__lock_destroy(&w->tlock);
+        weft__lock_destroy(&w->all.lock);
+    }
+    weft__stack_release_all();
+    weft__lock_destroy(&rt->glock);
+    weft__lock_destroy(&rt->idle_lock);
+    rt->workers = NULL;
+    rt->n = 0;
+    free(ws);
+    return err;
+}

@@ -1,0 +1,177 @@
+/*
+ * Internal interface of the scheduler (src/sched), used by the sync
+ * primitives, the channels and the I/O layer. Nothing here knows about file
+ * descriptors: src/io talks to the scheduler through park/ready and the
+ * poller hooks at the bottom of this file.
+ *
+ * The one protocol every blocking call follows (a "wait"):
+ *
+ *     lock the object's queue; enqueue self;
+ *     weft__wait_prepare(self, kind, obj, unlink);   wstate := WAITING
+ *     unlock;
+ *     r = weft__wait_park(self, timeout);            switches away
+ *
+ * and every waker:
+ *
+ *     if (weft__wake_claim(f, result)) ... weft__ready(f);
+ *
+ * Exactly one party wins the claim (the compare-and-swap of f->wstate from
+ * WAITING to WOKEN): the object's signaller, the timer of a timeout or
+ * deadline, weft_cancel, or weft_close. A winner that is not the object's
+ * own signaller calls f->wunlink(f) to take f off the object's queue before
+ * readying it, because the wait record may live on f's stack.
+ *
+ * A waker may claim and ready a fiber before that fiber has finished
+ * switching away (it unlocked the queue, then parks). The worker that later
+ * picks it up waits for f->on_cpu to drop to 0, which its old worker stores
+ * just after the switch away completed: the same handshake as Linux's
+ * try_to_wake_up and p->on_cpu. The window is a few instructions long.
+ */
+#ifndef WEFT_SCHED_H
+#define WEFT_SCHED_H
+
+#include "../arch/arch.h"
+#include "platform.h"
+#include "weft.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WEFT_LIKELY(x)   __builtin_expect(!!(x), 1)
+#define WEFT_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* Broken invariants abort loudly with file:line (never bad user input). */
+#define weft__assert(cond) \
+    do { if (WEFT_UNLIKELY(!(cond))) weft__panic(__FILE__, __LINE__, #cond); } while (0)
+_Noreturn void weft__panic(const char *file, int line, const char *what);
+
+typedef struct weft__worker weft__worker;
+
+/* What a parked fiber waits for (weft_dump prints it). */
+enum weft__wait_kind {
+    WEFT_W_NONE = 0, WEFT_W_SLEEP, WEFT_W_JOIN, WEFT_W_MUTEX, WEFT_W_COND,
+    WEFT_W_SEM, WEFT_W_WG, WEFT_W_CHAN_SEND, WEFT_W_CHAN_RECV, WEFT_W_SELECT,
+    WEFT_W_FD_READ, WEFT_W_FD_WRITE, WEFT_W_POOL, WEFT_W_IO,
+    WEFT_W_KINDS
+};
+extern const char *const weft__wait_names[WEFT_W_KINDS];
+
+enum weft__fstate { WEFT_F_RUNNABLE = 1, WEFT_F_RUNNING, WEFT_F_PARKED, WEFT_F_DEAD, WEFT_F_FREED };
+enum weft__wstate { WEFT_WS_IDLE = 0, WEFT_WS_WAITING, WEFT_WS_WOKEN };
+
+typedef struct weft__timer {
+    uint64_t when;              /* weft__now() ns */
+    size_t idx;                 /* position in owner's heap; SIZE_MAX when not queued */
+    weft__worker *owner;        /* heap it is queued in */
+} weft__timer;
+
+#define WEFT_FIBER_MAGIC 0x77656674u   /* "weft" */
+#define WEFT_NAME_MAX 32
+
+struct weft_fiber {
+    weft__ctx ctx;                  /* saved stack pointer while suspended */
+    _Atomic int on_cpu;             /* 1 from resume until its worker finished switching away */
+    uint32_t magic;
+    _Atomic int state;              /* enum weft__fstate (relaxed: for dumps and checks) */
+    unsigned flags;                 /* WEFT_DETACHED, WEFT_PINNED */
+    weft__worker *worker;           /* the worker it runs/ran on */
+    weft__worker *home;             /* pinned: the only worker it may run on */
+    weft_fiber *next;               /* run-queue / inbox / global-queue link */
+    uint64_t id;
+    int saved_errno;
+
+    /* wait protocol */
+    _Atomic int wstate;             /* enum weft__wstate */
+    int wresult;                    /* set by the claim winner */
+    int wkind;                      /* enum weft__wait_kind */
+    void *wobj;                     /* the object waited on */
+    void (*wunlink)(weft_fiber *);  /* take me off wobj's queue (claim winners) */
+    uint64_t wsince;                /* weft__now() when the wait began */
+    weft__timer timer;
+    int64_t deadline;               /* absolute ns, -1 none */
+    _Atomic int cancelled;
+
+    /* life cycle and join */
+    weft__lock jlock;
+    int joined;                     /* a joiner took it (or is waiting) */
+    weft_fiber *joiner;
+    void *(*fn)(void *);
+    void *arg;
+    void *ret;
+
+    /* all-fibers list of its spawning worker (weft_dump, cancel on exit) */
+    weft_fiber *all_prev, *all_next;
+    struct weft__fiber_list *all;
+
+    void **fls;                     /* fiber-local values, lazily allocated */
+    unsigned fls_len;
+    weft__stack *stack;
+    uint64_t stamp;                 /* weft__now() at the last state change */
+
+    /* sanitizer bookkeeping */
+    void *asan_fake;
+    void *tsan_fiber;
+
+    char name[WEFT_NAME_MAX];
+};
+
+/* ---------------------------------------------------------- current fiber */
+
+/* Thread-locals are read through these non-inlined accessors. A fiber can
+ * move to another thread at any park, and the compiler may keep the address
+ * of a __thread variable in a register across a call: reading it afresh
+ * through a call that cannot be inlined is what keeps us honest. */
+weft__worker *weft__cur_worker(void) __attribute__((noinline));
+weft_fiber   *weft__cur_fiber(void) __attribute__((noinline));
+
+/* ------------------------------------------------------------ wait/wake */
+
+void weft__wait_prepare(weft_fiber *self, int kind, void *obj, void (*unlink)(weft_fiber *));
+/* Park until claimed. timeout: absolute weft__now() ns, or -1. The fiber's
+ * deadline also applies. Returns the winner's result: whatever the object
+ * passed to weft__wake_claim, -ETIMEDOUT or -ECANCELED. */
+int  weft__wait_park(weft_fiber *self, int64_t timeout);
+/* Abandon a prepared wait without parking (the caller found it could
+ * proceed after all). Returns 1 if it was still unclaimed. */
+int  weft__wait_abort(weft_fiber *self);
+int  weft__wake_claim(weft_fiber *f, int result);
+void weft__ready(weft_fiber *f);
+/* Claim with result and, if won, unlink and ready: for wakers that are not
+ * the object's signaller (cancel, close, timers). */
+int  weft__wake_interrupt(weft_fiber *f, int result);
+/* -ECANCELED / -ETIMEDOUT if self may not block now, else 0. */
+int  weft__wait_check(weft_fiber *self);
+
+/* Yield-style park used by the run loop: put self at the back of the queue. */
+void weft__yield(weft_fiber *self);
+
+/* ------------------------------------------------------------------ misc */
+
+unsigned weft__nworkers(void);
+weft__worker *weft__worker_at(unsigned i);
+int  weft__worker_index(const weft__worker *w);
+bool weft__running(void);          /* a runtime is up */
+bool weft__debug_migrate(void);
+
+/* Visit every live fiber (dump, cancel-all); fn runs with list locks held. */
+void weft__each_fiber(void (*fn)(weft_fiber *, void *), void *arg);
+
+/* ------------------------------------------------------- the poller hooks */
+/* Installed by src/io when the runtime starts. A worker with nothing to run
+ * calls poll(w, timeout_ns) instead of sleeping on its futex; at most one
+ * worker blocks in poll at a time, the others sleep on their futex.
+ * poll() readies fibers with weft__ready() and returns how many; 0 timeout
+ * means "just look". wake() makes a blocked poll() return soon. */
+struct weft__poller {
+    const char *name;
+    int  (*poll)(weft__worker *w, int64_t timeout_ns);
+    void (*wake)(void);
+};
+
+/* Start workers and run main_fn as the first fiber (see weft_run). */
+int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
+                    void *(*main_fn)(void *), void *arg, void **ret);
+
+#endif

@@ -1,0 +1,120 @@
+/*
+ * Private to src/sched: the worker and the runtime record, shared by
+ * sched.c (run loop, queues, idling, timers, waits), fiber.c (the fiber
+ * API) and crash.c. Other layers use sched.h only.
+ */
+#ifndef WEFT_WORKER_H
+#define WEFT_WORKER_H
+
+#include "runq.h"
+#include "sched.h"
+
+/* What a fiber asked its worker to do once it has switched away. */
+enum { WEFT_POST_PARK = 1, WEFT_POST_YIELD, WEFT_POST_EXIT };
+
+struct weft__fiber_list {
+    weft__lock lock;
+    weft_fiber *head;
+};
+
+typedef struct weft__wstats {
+    _Atomic uint64_t switches, steals, stolen, parks, polls, spawned, exited, timers_fired;
+} weft__wstats;
+
+struct weft__worker {
+    struct weft__runq rq;           /* first: the hottest lines */
+    weft__ctx sched_ctx;            /* the worker's own stack, where the run loop lives */
+    weft_fiber *cur;                /* fiber running now, NULL in the run loop */
+    int post;                       /* WEFT_POST_* left by the fiber that switched away */
+    unsigned idx;
+    uint32_t tick;                  /* schedule() calls, for the every-61 checks */
+    uint32_t next_streak;           /* consecutive picks from the next slot */
+    bool spinning;                  /* counted in rt.nspinning */
+    uint64_t rng;
+
+    /* inbox: fibers that must run here (pinned, forced migration) */
+    weft__lock inbox_lock;
+    weft_fiber *inbox_head, *inbox_tail;
+    _Atomic uint32_t inbox_n;
+
+    /* timers: a binary min-heap of the timers armed by fibers running here */
+    weft__lock tlock;
+    weft__timer **heap;
+    size_t heap_len, heap_cap;
+    uint64_t tseq;
+    _Atomic uint64_t tnext;         /* earliest when, UINT64_MAX if none */
+
+    /* sleeping */
+    _Atomic uint32_t permit;        /* futex word: 1 = wake up */
+    _Atomic int in_poll;            /* blocked in the poller rather than the futex */
+    bool idle;                      /* on rt.idle (under rt.idle_lock) */
+    weft__worker *idle_next;
+
+    /* freed stacks kept for the next spawn on this worker */
+    weft__stack *scache;
+    unsigned nscache;
+
+    struct weft__fiber_list all;    /* fibers spawned here and still alive */
+    weft__wstats st;
+
+    weft__thread thread;
+    void *altstack;
+
+    /* sanitizers: the worker's own stack, and its bookkeeping */
+    const void *sched_bottom;
+    size_t sched_size;
+    void *asan_fake;
+    void *tsan_fiber;
+};
+
+struct weft__rt {
+    _Atomic int running;            /* weft_run in progress */
+    weft__worker *workers;
+    unsigned n;
+    size_t stack_size;
+    const struct weft__poller *poller;
+    _Atomic int poll_owner;         /* a worker is blocked in poller->poll */
+    bool debug_migrate;
+
+    /* global queue: spawns from outside, overflow of local rings */
+    weft__lock glock;
+    weft_fiber *ghead, *gtail;
+    _Atomic uint32_t gn;
+
+    /* idle workers */
+    weft__lock idle_lock;
+    weft__worker *idle;
+    _Atomic uint32_t nidle;
+    _Atomic uint32_t nspinning;
+
+    _Atomic uint64_t next_id;
+    _Atomic int64_t nlive;          /* fibers spawned and not yet returned */
+    _Atomic int main_done;
+    _Atomic int cancel_all;         /* main returned: every fiber is born cancelled */
+    _Atomic int shutdown;
+    weft_fiber *main;
+    void *main_ret;
+};
+
+extern struct weft__rt weft__rt;
+
+/* sched.c */
+void weft__switch_out(weft_fiber *self, int post);
+void weft__fiber_entry_finish(weft_fiber *self);   /* sanitizers, first run */
+void weft__timer_arm(weft_fiber *f, uint64_t when);
+void weft__timer_disarm(weft_fiber *f);
+void weft__ready_new(weft_fiber *f, weft__worker *w);
+
+/* fiber.c */
+void weft__fiber_finish(weft__worker *w, weft_fiber *f);   /* on the worker's stack, after exit */
+void weft__fiber_free(weft__worker *w, weft_fiber *f);
+
+/* crash.c */
+void weft__crash_install(void);
+void weft__crash_uninstall(void);
+void weft__crash_thread_init(weft__worker *w);
+void weft__crash_thread_fini(weft__worker *w);
+
+/* sanitizer hooks (san.h) are static inline in sched.c and fiber.c */
+
+#endif
