@@ -8,32 +8,20 @@
  *
  * Env: WEFT_TEST_JOBS (parallel children, default: CPUs),
  *      WEFT_TEST_TIME_SCALE (multiply timeouts: valgrind, qemu, wine).
+ *
+ * This file is the portable half; how a child is started, timed out and
+ * reaped is in runner_posix.c (fork) and runner_win32.c (CreateProcess).
  */
 #define _GNU_SOURCE
-#include "test.h"
+#include "runner.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
-#include <time.h>
-
-#ifdef _WIN32
-#include <windows.h>
-#else
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
-#endif
 
-struct test {
-    const char *name;
-    test_fn fn;
-    int timeout_s;
-    const char *file;
-};
-
-static struct test *tests;
-static size_t ntests, captests;
+struct test *tests;
+size_t ntests;
+static size_t captests;
 
 void test_register(const char *name, test_fn fn, int timeout_s, const char *file)
 {
@@ -86,63 +74,9 @@ static int cmp_test(const void *a, const void *b)
     return c ? c : strcmp(x->name, y->name);
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-#ifndef _WIN32
-
-int test_child(void (*fn)(void *), void *arg, char *out, size_t outsz)
-{
-    fflush(stdout);
-    fflush(stderr);
-    FILE *tmp = tmpfile();
-    if (!tmp)
-        test_fail(__FILE__, __LINE__, "tmpfile: %s", strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0)
-        test_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        dup2(fileno(tmp), 1);
-        dup2(fileno(tmp), 2);
-        fn(arg);
-        fflush(stdout);
-        fflush(stderr);
-        _exit(0);
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    if (out && outsz) {
-        rewind(tmp);
-        size_t n = fread(out, 1, outsz - 1, tmp);
-        out[n] = 0;
-    }
-    fclose(tmp);
-    return WIFSIGNALED(st) ? -WTERMSIG(st) : WEXITSTATUS(st);
-}
-
-struct running {
-    pid_t pid;
-    size_t idx;
-    FILE *out;
-    uint64_t start;
-};
-
-static void print_output(FILE *f)
-{
-    char buf[4096];
-    size_t n;
-    rewind(f);
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-        fwrite(buf, 1, n, stdout);
-}
-
 int main(int argc, char **argv)
 {
+    runner_child_main(argc, argv);
     int list = 0;
     long jobs = 0;
     const char *env_jobs = getenv("WEFT_TEST_JOBS");
@@ -159,7 +93,7 @@ int main(int argc, char **argv)
             names[nnames++] = argv[i];
     }
     if (jobs <= 0)
-        jobs = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1;
+        jobs = runner_cpus();
     qsort(tests, ntests, sizeof *tests, cmp_test);
 
     size_t *sel = calloc(ntests + 1, sizeof *sel), nsel = 0;
@@ -178,67 +112,31 @@ int main(int argc, char **argv)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     double scale = test_time_scale();
-    struct running *run = calloc((size_t)jobs, sizeof *run);
     size_t next = 0, done = 0, passed = 0, failed = 0;
     long active = 0;
     while (done < nsel) {
         while (active < jobs && next < nsel) {
-            struct running *r = NULL;
-            for (long k = 0; k < jobs; k++)
-                if (!run[k].pid) { r = &run[k]; break; }
-            r->idx = sel[next++];
-            r->out = tmpfile();
-            r->start = now_ms();
+            size_t idx = sel[next++];
             fflush(stdout);
-            pid_t pid = fork();
-            if (pid == 0) {
-                dup2(fileno(r->out), 1);
-                dup2(fileno(r->out), 2);
-                setvbuf(stdout, NULL, _IONBF, 0);
-                unsigned t = (unsigned)(tests[r->idx].timeout_s * scale);
-                alarm(t ? t : 1);
-                tests[r->idx].fn();
-                fflush(stdout);
-                exit(0);
-            }
-            r->pid = pid;
+            double t = tests[idx].timeout_s * scale;
+            runner_start(idx, t >= 1 ? t : 1);
             active++;
         }
-        int st;
-        pid_t pid = waitpid(-1, &st, 0);
-        if (pid < 0) {
-            if (errno == EINTR)
-                continue;
-            perror("waitpid");
-            return 2;
-        }
-        struct running *r = NULL;
-        for (long k = 0; k < jobs; k++)
-            if (run[k].pid == pid) { r = &run[k]; break; }
-        if (!r)
-            continue;
-        const struct test *t = &tests[r->idx];
-        uint64_t ms = now_ms() - r->start;
-        if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
-            printf("ok     %-40s %6llu ms\n", t->name, (unsigned long long)ms);
+        struct outcome o;
+        runner_reap(&o);
+        const struct test *t = &tests[o.idx];
+        if (o.ok) {
+            printf("ok     %-40s %6llu ms\n", t->name, (unsigned long long)o.ms);
             passed++;
         } else {
-            if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM)
-                printf("FAIL   %-40s timed out after %llu ms\n", t->name, (unsigned long long)ms);
-            else if (WIFSIGNALED(st))
-                printf("FAIL   %-40s killed by signal %d (%s)\n", t->name, WTERMSIG(st), strsignal(WTERMSIG(st)));
-            else
-                printf("FAIL   %-40s exit status %d\n", t->name, WEXITSTATUS(st));
-            print_output(r->out);
+            printf("FAIL   %-40s %s\n", t->name, o.why);
+            fputs(o.output ? o.output : "", stdout);
             failed++;
         }
-        fclose(r->out);
-        r->pid = 0;
+        free(o.output);
         active--;
         done++;
     }
     printf("%zu passed, %zu failed\n", passed, failed);
     return failed ? 1 : 0;
 }
-
-#endif /* !_WIN32 */

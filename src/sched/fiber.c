@@ -31,7 +31,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 void weft__sched_fiber_gone(void);
 
@@ -417,9 +416,7 @@ int weft_sleep(uint64_t ns)
 {
     weft_fiber *self = weft__cur_fiber();
     if (!self) {
-        struct timespec ts = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-            ;
+        weft__os_sleep_ns(ns);
         return 0;
     }
     int r = weft__wait_check(self);

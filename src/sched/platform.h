@@ -1,16 +1,18 @@
 /*
  * The few OS services the scheduler needs, behind one small interface so
  * that the scheduler itself has no #ifdef: threads, a lock, a futex-like
- * wait on a 32-bit word, and a monotonic clock.
+ * wait on a 32-bit word, a monotonic clock and a plain sleep.
  * platform_posix.c implements it with pthreads and Linux futexes;
  * platform_win32.c with Windows threads, SRW locks and WaitOnAddress.
  */
 #ifndef WEFT_PLATFORM_H
 #define WEFT_PLATFORM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef _WIN32
+#include <winsock2.h>   /* before windows.h, which would pull in the old winsock.h */
 #include <windows.h>
 typedef SRWLOCK weft__lock;
 #define WEFT__LOCK_INIT SRWLOCK_INIT
@@ -37,7 +39,15 @@ int  weft__thread_start(weft__thread *t, void *(*fn)(void *), void *arg, const c
 void weft__thread_join(weft__thread t);
 unsigned weft__cpu_count(void);
 void weft__os_yield(void);
+/* Block the calling OS thread for at least ns (weft_sleep outside a fiber). */
+void weft__os_sleep_ns(uint64_t ns);
 
 uint64_t weft__now(void);   /* monotonic ns */
+
+/* Memory aligned to align (a power of two), for records that must not share
+ * cache lines; freed with weft__aligned_free. C11's aligned_alloc is not in
+ * the Windows CRT. */
+void *weft__aligned_alloc(size_t align, size_t size);
+void  weft__aligned_free(void *p);
 
 #endif

@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -61,9 +62,23 @@ unsigned weft__cpu_count(void)
 
 void weft__os_yield(void) { sched_yield(); }
 
+void weft__os_sleep_ns(uint64_t ns)
+{
+    struct timespec ts = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
 uint64_t weft__now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+void *weft__aligned_alloc(size_t align, size_t size)
+{
+    return aligned_alloc(align, (size + align - 1) & ~(align - 1));   /* C11: a multiple of align */
+}
+
+void weft__aligned_free(void *p) { free(p); }

@@ -926,7 +926,7 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     if (ss < WEFT_STACK_MIN || ss > WEFT_STACK_MAX)
         return -EINVAL;
 
-    weft__worker *ws = aligned_alloc(64, ((n * sizeof *ws) + 63) & ~(size_t)63);
+    weft__worker *ws = weft__aligned_alloc(64, n * sizeof *ws);
     if (!ws)
         return -ENOMEM;
     memset(ws, 0, n * sizeof *ws);
@@ -1012,6 +1012,6 @@ out:
     weft__lock_destroy(&rt->idle_lock);
     rt->workers = NULL;
     rt->n = 0;
-    free(ws);
+    weft__aligned_free(ws);
     return err;
 }

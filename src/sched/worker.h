@@ -1,7 +1,7 @@
 /*
  * Private to src/sched: the worker and the runtime record, shared by
  * sched.c (run loop, queues, idling, timers, waits), fiber.c (the fiber
- * API) and crash.c. Other layers use sched.h only.
+ * API) and crash_posix.c / crash_win32.c. Other layers use sched.h only.
  */
 #ifndef WEFT_WORKER_H
 #define WEFT_WORKER_H
@@ -109,7 +109,13 @@ void weft__ready_new(weft_fiber *f, weft__worker *w);
 void weft__fiber_finish(weft__worker *w, weft_fiber *f);   /* on the worker's stack, after exit */
 void weft__fiber_free(weft__worker *w, weft_fiber *f);
 
-/* crash.c */
+/* crash.c: the report, NUL-terminated; its length. overflow: say so even
+ * if addr is not in f's guard (Windows reports some overflows by code). */
+size_t weft__crash_message(char *buf, size_t cap, weft_fiber *f, const void *addr,
+                           bool overflow, const char *fault);
+extern void (*weft__crash_report_hook)(weft_fiber *f, int sig, void *uctx);
+
+/* crash_posix.c, crash_win32.c: naming the fiber that faulted */
 void weft__crash_install(void);
 void weft__crash_uninstall(void);
 void weft__crash_thread_init(weft__worker *w);

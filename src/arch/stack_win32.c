@@ -1,0 +1,240 @@
+/*
+ * Guarded fiber stacks on Windows.
+ *
+ * The contract is stack.c's (arch.h): a stack of at least the requested
+ * size with a guard region below it, its record in its top bytes, pools
+ * of stacks per size class, freed stacks cached for reuse, everything
+ * released when the runtime ends. What differs is how Windows protects and
+ * grows a stack, and we lay out each fiber stack the way Windows lays out a
+ * thread's, so that the system's own machinery works on it unchanged:
+ *
+ *   base = TIB DeallocationStack                              TIB StackBase
+ *   | hard page | reserved only ...... | PAGE_GUARD | committed RW ...... top |
+ *   ^ never committed                  ^ lo - page  ^ lo = TIB StackLimit
+ *   |<------------ WEFT_STACK_GUARD_WIN32 --------->|<------- usable ------->|
+ *
+ * When code runs off the bottom of the usable part it touches the
+ * PAGE_GUARD page. Because the switch (switch_x86_64_ms_pe_gas.S) keeps the
+ * TIB's stack fields pointing at the running fiber's stack, the memory
+ * manager treats that exactly as it treats a thread stack: it commits the
+ * page, puts the guard on the next one down and moves StackLimit, until the
+ * guard would come within one page plus the thread's guaranteed bytes
+ * (SetThreadStackGuarantee; at least two pages) of DeallocationStack. Then
+ * it commits the guaranteed bytes and raises EXCEPTION_STACK_OVERFLOW,
+ * which crash_win32.c reports (fiber id, name, size) with the guaranteed
+ * bytes as its stack. Past those, the hard page faults with nowhere left to
+ * report from and the process dies; it was dying anyway. So the guard
+ * region costs one committed page; the rest is address space only.
+ *
+ * The usable part is committed when a stack is carved, and StackLimit set to
+ * its bottom. Growing usable stacks on demand from the top, as Windows does
+ * for threads, would commit less, but a stack reused by another fiber would
+ * then start with a StackLimit that no longer matches what is committed:
+ * too high and the exception dispatcher rejects frames below it, too low
+ * and MSVC's __chkstk skips the probes that move the guard page. Windows
+ * charges committed memory against the page file, not RAM: an untouched
+ * page costs no physical memory, only commit charge.
+ *
+ * Windows reserves address space in 64 KiB units, so stacks are carved from
+ * 64 MiB slabs (one VirtualAlloc reservation each), as stack.c does on Linux.
+ */
+#include "arch.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <winsock2.h>   /* before windows.h, as everywhere in weft */
+#include <windows.h>
+
+#define GUARD_LEN WEFT_STACK_GUARD_WIN32
+#define SLAB_BYTES ((size_t)64 << 20)     /* address space reserved per slab */
+#define HOT_FREE 256                      /* freed stacks kept resident per pool */
+
+struct slab {
+    struct slab *next;
+    char *base;
+    size_t len;
+};
+
+/* All stacks of one size. */
+struct weft__stack_pool {
+    struct weft__stack_pool *next;
+    size_t usable;          /* usable bytes per stack (page multiple) */
+    size_t stride;          /* guard + usable */
+    weft__stack *free;      /* cached stacks, most recently freed first */
+    size_t nfree;
+    struct slab *slabs;
+    char *carve, *carve_end;   /* unused part of the newest slab */
+};
+
+static SRWLOCK lock = SRWLOCK_INIT;
+static struct weft__stack_pool *pools;
+static size_t page;
+
+size_t weft__page_size(void)
+{
+    if (!page) {
+        SYSTEM_INFO si;
+        GetSystemInfo(&si);
+        page = si.dwPageSize;
+    }
+    return page;
+}
+
+int weft__stack_guard_mode(void) { return WEFT_GUARD_WIN32; }
+const char *weft__stack_guard_name(void) { return "virtualalloc"; }
+
+/* The guard is enforced by the hardware: nothing to check at switch time. */
+int weft__stack_check(const weft__stack *s)
+{
+    (void)s;
+    return 0;
+}
+
+static struct weft__stack_pool *pool_for(size_t usable)
+{
+    for (struct weft__stack_pool *p = pools; p; p = p->next)
+        if (p->usable == usable)
+            return p;
+    struct weft__stack_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->usable = usable;
+    p->stride = usable + GUARD_LEN;
+    p->next = pools;
+    pools = p;
+    return p;
+}
+
+static int grow(struct weft__stack_pool *p)
+{
+    size_t len = SLAB_BYTES / p->stride * p->stride;
+    if (len < p->stride)
+        len = p->stride;
+    struct slab *sl = malloc(sizeof *sl);
+    if (!sl)
+        return -ENOMEM;
+    char *base = VirtualAlloc(NULL, len, MEM_RESERVE, PAGE_NOACCESS);
+    if (!base) {
+        free(sl);
+        return -ENOMEM;
+    }
+    sl->base = base;
+    sl->len = len;
+    sl->next = p->slabs;
+    p->slabs = sl;
+    p->carve = base;
+    p->carve_end = base + len;
+    return 0;
+}
+
+size_t weft__stack_class(size_t size)
+{
+    size_t pg = weft__page_size();
+    return (size + pg - 1) & ~(pg - 1);
+}
+
+int weft__stack_alloc(size_t size, weft__stack **out)
+{
+    if (size < WEFT_STACK_MIN || size > WEFT_STACK_MAX)
+        return -EINVAL;
+    size_t usable = weft__stack_class(size);
+    AcquireSRWLockExclusive(&lock);
+    struct weft__stack_pool *p = pool_for(usable);
+    int err = -ENOMEM;
+    if (!p)
+        goto fail;
+    weft__stack *s = p->free;
+    if (s) {
+        p->free = s->next;
+        p->nfree--;
+        ReleaseSRWLockExclusive(&lock);
+        s->next = NULL;
+        *out = s;
+        return 0;
+    }
+    if (p->carve == p->carve_end && (err = grow(p)) < 0)
+        goto fail;
+    char *g = p->carve;
+    char *lo = g + GUARD_LEN;
+    /* Commit the usable part, then the guard page just below it. The rest
+     * of the guard region stays reserved: see the picture above. */
+    if (!VirtualAlloc(lo, usable, MEM_COMMIT, PAGE_READWRITE) ||
+        !VirtualAlloc(lo - page, page, MEM_COMMIT, PAGE_READWRITE | PAGE_GUARD)) {
+        VirtualFree(lo - page, usable + page, MEM_DECOMMIT);
+        err = -ENOMEM;
+        goto fail;
+    }
+    p->carve += p->stride;
+    /* The record lives in the top bytes of the stack it describes. */
+    char *top = g + p->stride;
+    s = (weft__stack *)((uintptr_t)(top - sizeof *s) & ~(uintptr_t)63);
+    s->lo = lo;
+    s->hi = (char *)s;
+    s->guard = g;
+    s->guard_len = GUARD_LEN;
+    s->size = usable;
+    s->vg_id = 0;
+    s->pool = p;
+    s->next = NULL;
+    ReleaseSRWLockExclusive(&lock);
+    *out = s;
+    return 0;
+fail:
+    ReleaseSRWLockExclusive(&lock);
+    return err;
+}
+
+void weft__stack_free(weft__stack *s)
+{
+    struct weft__stack_pool *p = s->pool;
+    AcquireSRWLockExclusive(&lock);
+    if (p->nfree >= HOT_FREE) {
+        /* Let the system take the pages back but keep them committed (and
+         * the record in the top page): MEM_RESET is Windows' MADV_FREE. The
+         * next fiber sees undefined contents, which a fresh stack may have. */
+        char *keep = (char *)((uintptr_t)s & ~(uintptr_t)(page - 1));
+        if (keep > s->lo)
+            VirtualAlloc(s->lo, (size_t)(keep - s->lo), MEM_RESET, PAGE_READWRITE);
+    }
+    s->next = p->free;
+    p->free = s;
+    p->nfree++;
+    ReleaseSRWLockExclusive(&lock);
+}
+
+void weft__stack_release_all(void)
+{
+    AcquireSRWLockExclusive(&lock);
+    while (pools) {
+        struct weft__stack_pool *p = pools;
+        pools = p->next;
+        while (p->slabs) {
+            struct slab *sl = p->slabs;
+            p->slabs = sl->next;
+            VirtualFree(sl->base, 0, MEM_RELEASE);
+            free(sl);
+        }
+        free(p);
+    }
+    ReleaseSRWLockExclusive(&lock);
+}
+
+int weft__stack_in_guard(const weft__stack *s, const void *addr)
+{
+    const char *a = addr;
+    const char *g = s->lo - s->guard_len;
+    return a >= g && a < s->lo;
+}
+
+size_t weft__stack_used(const weft__stack *s)
+{
+    /* Committed pages never touched read as zero: the first non-zero word
+     * from the bottom marks the deepest use. */
+    const uint64_t *w = (const uint64_t *)s->lo;
+    const uint64_t *end = (const uint64_t *)s->hi;
+    while (w < end && *w == 0)
+        w++;
+    return (size_t)((const char *)end - (const char *)w);
+}
