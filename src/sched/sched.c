@@ -823,16 +823,17 @@ static weft_fiber *find_runnable(weft__worker *w)
 
         /* Go idle: announce it, then look once more (see the protocol). */
         weft__lock_acquire(&weft__rt.idle_lock);
+        /* Once on the list, w->spinning belongs to whoever pops us (wakep
+         * sets it), so it is read and cleared before, under the lock. */
+        bool was_spinning = w->spinning;
+        w->spinning = false;
         w->idle = true;
         w->idle_next = weft__rt.idle;
         weft__rt.idle = w;
         atomic_fetch_add(&weft__rt.nidle, 1);
         weft__lock_release(&weft__rt.idle_lock);
-        bool was_spinning = w->spinning;
-        if (was_spinning) {
-            w->spinning = false;
+        if (was_spinning)
             atomic_fetch_sub(&weft__rt.nspinning, 1);
-        }
         atomic_thread_fence(memory_order_seq_cst);
         if (any_work(w) || atomic_load(&weft__rt.shutdown)) {
             weft__lock_acquire(&weft__rt.idle_lock);
