@@ -211,8 +211,9 @@ check-all:
 bench: all
 	bash bench/run.sh $(BUILD)
 
+# The network demo (tools/demo.sh) when the I/O examples exist; the fiber demo before.
 demo: deps-quiet all
-	bash tools/demo.sh $(BUILD)
+	@if [ -f tools/demo.sh ]; then bash tools/demo.sh $(BUILD); else $(BUILD)/examples/fibers; fi
 
 # ------------------------------------------------------------------ deps
 # Debian packages the build and the matrix use. Installed only when missing.
