@@ -74,6 +74,11 @@ static int cmp_test(const void *a, const void *b)
     return c ? c : strcmp(x->name, y->name);
 }
 
+/* File-scope so that they stay reachable in the children, whose exit()
+ * runs the leak checkers over everything the test itself allocated. */
+static char **names;
+static size_t *sel;
+
 int main(int argc, char **argv)
 {
     runner_child_main(argc, argv);
@@ -82,7 +87,7 @@ int main(int argc, char **argv)
     const char *env_jobs = getenv("WEFT_TEST_JOBS");
     if (env_jobs)
         jobs = atol(env_jobs);
-    char **names = calloc((size_t)argc + 1, sizeof *names);
+    names = calloc((size_t)argc + 1, sizeof *names);
     int nnames = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-l"))
@@ -96,7 +101,8 @@ int main(int argc, char **argv)
         jobs = runner_cpus();
     qsort(tests, ntests, sizeof *tests, cmp_test);
 
-    size_t *sel = calloc(ntests + 1, sizeof *sel), nsel = 0;
+    sel = calloc(ntests + 1, sizeof *sel);
+    size_t nsel = 0;
     for (size_t i = 0; i < ntests; i++) {
         int want = nnames == 0;
         for (int k = 0; k < nnames; k++)

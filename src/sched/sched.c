@@ -462,11 +462,15 @@ static void heap_set(weft__worker *w, size_t i, weft__timer *t)
     t->idx = i;
 }
 
+/* A 4-ary min-heap: half the depth of a binary one, and the four children
+ * of a node sit next to each other in the array. The timers themselves live
+ * in their fibers' records, all over memory, so every level costs a cache
+ * miss; fewer levels is what matters (Go's timer heap is 4-ary too). */
 static void heap_up(weft__worker *w, size_t i)
 {
     weft__timer *t = w->heap[i];
     while (i > 0) {
-        size_t p = (i - 1) / 2;
+        size_t p = (i - 1) / 4;
         if (!HEAP_LESS(t, w->heap[p]))
             break;
         heap_set(w, i, w->heap[p]);
@@ -479,15 +483,19 @@ static void heap_down(weft__worker *w, size_t i)
 {
     weft__timer *t = w->heap[i];
     for (;;) {
-        size_t c = 2 * i + 1;
+        size_t c = 4 * i + 1, end = c + 4;
         if (c >= w->heap_len)
             break;
-        if (c + 1 < w->heap_len && HEAP_LESS(w->heap[c + 1], w->heap[c]))
-            c++;
-        if (!HEAP_LESS(w->heap[c], t))
+        if (end > w->heap_len)
+            end = w->heap_len;
+        size_t m = c;
+        for (size_t k = c + 1; k < end; k++)
+            if (HEAP_LESS(w->heap[k], w->heap[m]))
+                m = k;
+        if (!HEAP_LESS(w->heap[m], t))
             break;
-        heap_set(w, i, w->heap[c]);
-        i = c;
+        heap_set(w, i, w->heap[m]);
+        i = m;
     }
     heap_set(w, i, t);
 }
@@ -499,8 +507,10 @@ static void heap_remove(weft__worker *w, weft__timer *t)
     t->idx = SIZE_MAX;
     if (last != t) {
         heap_set(w, i, last);
-        heap_up(w, i);
-        heap_down(w, last->idx);
+        if (i > 0 && HEAP_LESS(last, w->heap[(i - 1) / 4]))
+            heap_up(w, i);
+        else
+            heap_down(w, i);
     }
     atomic_store(&w->tnext, w->heap_len ? w->heap[0]->when : UINT64_MAX);
 }
@@ -519,8 +529,6 @@ void weft__timer_arm(weft_fiber *f, uint64_t when)
         w->heap = h;
         w->heap_cap = cap;
     }
-    /* Equal times fire in arming order: nudge by a sequence number in the
-     * low bits is not needed; the heap is stable enough for the ns clock. */
     t->when = when;
     t->owner = w;
     heap_set(w, w->heap_len++, t);
@@ -823,16 +831,17 @@ static weft_fiber *find_runnable(weft__worker *w)
 
         /* Go idle: announce it, then look once more (see the protocol). */
         weft__lock_acquire(&weft__rt.idle_lock);
+        /* Once on the list, w->spinning belongs to whoever pops us (wakep
+         * sets it), so it is read and cleared before, under the lock. */
+        bool was_spinning = w->spinning;
+        w->spinning = false;
         w->idle = true;
         w->idle_next = weft__rt.idle;
         weft__rt.idle = w;
         atomic_fetch_add(&weft__rt.nidle, 1);
         weft__lock_release(&weft__rt.idle_lock);
-        bool was_spinning = w->spinning;
-        if (was_spinning) {
-            w->spinning = false;
+        if (was_spinning)
             atomic_fetch_sub(&weft__rt.nspinning, 1);
-        }
         atomic_thread_fence(memory_order_seq_cst);
         if (any_work(w) || atomic_load(&weft__rt.shutdown)) {
             weft__lock_acquire(&weft__rt.idle_lock);
