@@ -58,6 +58,10 @@ endif
 ifeq ($(OS),windows)
   PLAT_SRC := src/sched/platform_win32.c src/arch/stack_win32.c $(wildcard src/sched/*_win32.c src/io/*_win32.c src/io/iocp.c)
   LDLIBS   += -lws2_32 -lmswsock -lsynchronization
+  # C99 printf (%zu, %lld) instead of msvcrt's; and the tests' pthreads
+  # (threads that poke the runtime from outside) from a static winpthreads.
+  CFLAGS_BASE += -D__USE_MINGW_ANSI_STDIO=1
+  TEST_LDLIBS := -static -lpthread
   EXE      := .exe
   DLL      := weft.dll
 else
@@ -154,7 +158,7 @@ endif
 
 $(TEST_BIN): $(TEST_OBJ) $(BUILD)/libweft.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libweft.a $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libweft.a $(LDLIBS) $(TEST_LDLIBS)
 
 $(BUILD)/examples/%$(EXE): examples/%.c $(BUILD)/libweft.a
 	@mkdir -p $(dir $@)

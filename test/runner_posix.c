@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +53,14 @@ long runner_cpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? n : 1;
+}
+
+unsigned long long test_cpu_time_us(void)
+{
+    struct rusage r;
+    getrusage(RUSAGE_SELF, &r);
+    return (unsigned long long)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1000000u +
+           (unsigned long long)(r.ru_utime.tv_usec + r.ru_stime.tv_usec);
 }
 
 uint64_t runner_now_ms(void)

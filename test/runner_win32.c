@@ -191,6 +191,15 @@ long runner_cpus(void)
 
 uint64_t runner_now_ms(void) { return GetTickCount64(); }
 
+unsigned long long test_cpu_time_us(void)
+{
+    FILETIME c, e, k, u;   /* 100 ns units */
+    GetProcessTimes(GetCurrentProcess(), &c, &e, &k, &u);
+    unsigned long long kt = ((unsigned long long)k.dwHighDateTime << 32) | k.dwLowDateTime;
+    unsigned long long ut = ((unsigned long long)u.dwHighDateTime << 32) | u.dwLowDateTime;
+    return (kt + ut) / 10;
+}
+
 struct running {
     HANDLE proc;
     HANDLE out;

@@ -18,11 +18,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* mingw's C99 printf (__USE_MINGW_ANSI_STDIO) checks as gnu_printf */
+#ifdef __MINGW_PRINTF_FORMAT
+#define TEST_PRINTF_ __MINGW_PRINTF_FORMAT
+#else
+#define TEST_PRINTF_ printf
+#endif
+
+/* The Windows CRT has no setenv; its _putenv_s always overwrites, which is
+ * what the tests ask for. */
+#ifdef _WIN32
+#define setenv(name, value, overwrite) _putenv_s((name), (value))
+#endif
+
 typedef void (*test_fn)(void);
 void test_register(const char *name, test_fn fn, int timeout_s, const char *file);
 _Noreturn void test_fail(const char *file, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    __attribute__((format(TEST_PRINTF_, 3, 4)));
 double test_time_scale(void);   /* WEFT_TEST_TIME_SCALE: slower environments */
+unsigned long long test_cpu_time_us(void);   /* user + system CPU time of this process */
 
 #define TEST_TIMEOUT(name, secs)                                                    \
     static void test_##name(void);                                                  \
