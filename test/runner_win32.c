@@ -152,12 +152,23 @@ int test_child(void (*fn)(void *), void *arg, char *out, size_t outsz)
     return exit_to_status(code);
 }
 
+/* In a child, an unhandled exception ends the process with its code:
+ * no dialog, no just-in-time debugger (Wine starts winedbg whatever the
+ * error mode says). */
+static LONG WINAPI die_quietly(EXCEPTION_POINTERS *ep)
+{
+    (void)ep;
+    return EXCEPTION_EXECUTE_HANDLER;
+}
+
 void runner_child_main(int argc, char **argv)
 {
     argv0 = argv[0];
-    /* No error dialogs and no just-in-time debugger for crashing children
-     * (inherited by them): a crash must be an exit code, not a hang. */
+    /* No error dialogs for crashing children (inherited by them): a crash
+     * must be an exit code, not a hang. */
     SetErrorMode(SEM_FAILCRITICALERRORS | SEM_NOGPFAULTERRORBOX | SEM_NOOPENFILEERRORBOX);
+    if (argc >= 2 && (!strcmp(argv[1], "--run") || !strcmp(argv[1], "--child")))
+        SetUnhandledExceptionFilter(die_quietly);
     if (argc >= 3 && !strcmp(argv[1], "--run")) {
         setvbuf(stdout, NULL, _IONBF, 0);
         for (size_t i = 0; i < ntests; i++) {

@@ -50,7 +50,7 @@ enum weft__guard_mode {
     WEFT_GUARD_MADVISE = 1,   /* MADV_GUARD_INSTALL inside big slabs: no VMA per guard */
     WEFT_GUARD_MPROTECT,      /* PROT_NONE page per stack: 2 VMAs per stack */
     WEFT_GUARD_CANARY,        /* no hardware guard: a pattern checked at switch and free */
-    WEFT_GUARD_WIN32          /* Windows: reserved pages and a PAGE_GUARD page (stack_win32.c) */
+    WEFT_GUARD_WIN32          /* Windows: PAGE_GUARD pages above a reserved one (stack_win32.c) */
 };
 
 /* Windows: bytes of address space reserved below a stack's lo for its guard

@@ -9,22 +9,31 @@
  * thread's, so that the system's own machinery works on it unchanged:
  *
  *   base = TIB DeallocationStack                              TIB StackBase
- *   | hard page | reserved only ...... | PAGE_GUARD | committed RW ...... top |
- *   ^ never committed                  ^ lo - page  ^ lo = TIB StackLimit
- *   |<------------ WEFT_STACK_GUARD_WIN32 --------->|<------- usable ------->|
+ *   | hard page | PAGE_GUARD pages ............... | committed RW ...... top |
+ *   ^ reserved, never committed                    ^ lo = TIB StackLimit
+ *   |<------------ WEFT_STACK_GUARD_WIN32 -------->|<------- usable ------->|
  *
- * When code runs off the bottom of the usable part it touches the
- * PAGE_GUARD page. Because the switch (switch_x86_64_ms_pe_gas.S) keeps the
- * TIB's stack fields pointing at the running fiber's stack, the memory
- * manager treats that exactly as it treats a thread stack: it commits the
- * page, puts the guard on the next one down and moves StackLimit, until the
+ * When code runs off the bottom of the usable part it touches a PAGE_GUARD
+ * page. Because the switch (switch_x86_64_ms_pe_gas.S) keeps the TIB's
+ * stack fields pointing at the running fiber's stack, the memory manager
+ * treats that exactly as it treats a thread stack: it lifts the guard from
+ * that page, moves StackLimit down and lets the code go on, until the
  * guard would come within one page plus the thread's guaranteed bytes
  * (SetThreadStackGuarantee; at least two pages) of DeallocationStack. Then
  * it commits the guaranteed bytes and raises EXCEPTION_STACK_OVERFLOW,
  * which crash_win32.c reports (fiber id, name, size) with the guaranteed
  * bytes as its stack. Past those, the hard page faults with nowhere left to
- * report from and the process dies; it was dying anyway. So the guard
- * region costs one committed page; the rest is address space only.
+ * report from and the process dies; it was dying anyway.
+ *
+ * Every page of the guard region but the hard one carries PAGE_GUARD, not
+ * just the top one as on a thread stack: code built without stack probes
+ * (some system DLLs) can put a frame of several pages below the stack
+ * pointer and write its far end first, skipping a single guard page. A
+ * fault on reserved memory there would be an access violation that Wine
+ * cannot even dispatch (the exception records go below the stack pointer,
+ * into the same hole). With the whole region guarded, any first touch is
+ * the memory manager's business. The cost is commit charge for the guard
+ * region, not memory: guard pages are never touched unless overflowed.
  *
  * The usable part is committed when a stack is carved, and StackLimit set to
  * its bottom. Growing usable stacks on demand from the top, as Windows does
@@ -158,11 +167,11 @@ int weft__stack_alloc(size_t size, weft__stack **out)
         goto fail;
     char *g = p->carve;
     char *lo = g + GUARD_LEN;
-    /* Commit the usable part, then the guard page just below it. The rest
-     * of the guard region stays reserved: see the picture above. */
+    /* Commit the usable part, then the guard pages below it; the lowest
+     * page stays reserved: see the picture above. */
     if (!VirtualAlloc(lo, usable, MEM_COMMIT, PAGE_READWRITE) ||
-        !VirtualAlloc(lo - page, page, MEM_COMMIT, PAGE_READWRITE | PAGE_GUARD)) {
-        VirtualFree(lo - page, usable + page, MEM_DECOMMIT);
+        !VirtualAlloc(g + page, GUARD_LEN - page, MEM_COMMIT, PAGE_READWRITE | PAGE_GUARD)) {
+        VirtualFree(g + page, GUARD_LEN - page + usable, MEM_DECOMMIT);
         err = -ENOMEM;
         goto fail;
     }

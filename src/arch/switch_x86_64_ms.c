@@ -9,8 +9,11 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <windows.h>
 
 extern void weft__ctx_trampoline(void);
+EXCEPTION_DISPOSITION weft__ctx_root_handler(EXCEPTION_RECORD *rec, void *frame, CONTEXT *ctx,
+                                             void *dispatch);
 
 const char weft__ctx_impl[] = "weft x86_64 ms";
 
@@ -23,7 +26,7 @@ struct frame {
     uint64_t dealloc;      /* TIB DeallocationStack */
     uint64_t limit;        /* TIB StackLimit */
     uint64_t base;         /* TIB StackBase */
-    uint64_t pad1;
+    uint64_t except;       /* TIB ExceptionList (Wine's frames) */
     uint64_t r15, r14, r13, r12, rsi, rdi, rbx, rbp;
     uint64_t ret;          /* where the switch returns to */
 };
@@ -33,6 +36,7 @@ _Static_assert(offsetof(struct frame, fpucw) == 0xa4, "frame layout");
 _Static_assert(offsetof(struct frame, dealloc) == 0xa8, "frame layout");
 _Static_assert(offsetof(struct frame, limit) == 0xb0, "frame layout");
 _Static_assert(offsetof(struct frame, base) == 0xb8, "frame layout");
+_Static_assert(offsetof(struct frame, except) == 0xc0, "frame layout");
 _Static_assert(offsetof(struct frame, r15) == 0xc8, "frame layout");
 _Static_assert(offsetof(struct frame, r12) == 0xe0, "frame layout");
 _Static_assert(offsetof(struct frame, rsi) == 0xe8, "frame layout");
@@ -62,7 +66,29 @@ void weft__ctx_make(weft__ctx *ctx, void *lo, size_t size, void (*fn)(void *))
     fr->base = (uint64_t)(uintptr_t)top;
     fr->limit = (uint64_t)(uintptr_t)lo;
     fr->dealloc = (uint64_t)((uintptr_t)lo - WEFT_STACK_GUARD_WIN32);
+    fr->except = UINT64_MAX;   /* an empty x86-style SEH list ends at -1 */
     fr->r12 = (uint64_t)(uintptr_t)fn;
     fr->ret = (uint64_t)(uintptr_t)weft__ctx_trampoline;
     ctx->sp = fr;
+}
+
+/* The language handler of the root frame (the trampoline): what the
+ * __except around a thread's start routine does. The exception reached the
+ * bottom of the fiber's stack unhandled: ask the unhandled-exception filter,
+ * and if it says "handle", end the process with the exception code, as
+ * Windows ends a process whose thread let an exception escape. */
+EXCEPTION_DISPOSITION weft__ctx_root_handler(EXCEPTION_RECORD *rec, void *frame, CONTEXT *ctx,
+                                             void *dispatch)
+{
+    (void)frame;
+    (void)dispatch;
+    if (rec->ExceptionFlags & (EXCEPTION_UNWINDING | EXCEPTION_EXIT_UNWIND))
+        return ExceptionContinueSearch;
+    EXCEPTION_POINTERS ep = { rec, ctx };
+    LONG r = UnhandledExceptionFilter(&ep);
+    if (r == EXCEPTION_CONTINUE_EXECUTION)
+        return ExceptionContinueExecution;
+    if (r == EXCEPTION_EXECUTE_HANDLER)
+        TerminateProcess(GetCurrentProcess(), rec->ExceptionCode);
+    return ExceptionContinueSearch;
 }

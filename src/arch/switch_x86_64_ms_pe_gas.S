@@ -25,9 +25,21 @@
  * three fields belong to a context exactly like its registers: saved here
  * on the way out, loaded from the other context's frame on the way in.
  *
+ * and one more that only looks obsolete:
+ *
+ *   gs:0x00  ExceptionList      the x86 SEH chain
+ *
+ * x64 SEH is table-driven (.pdata/.xdata, see below) and Windows leaves
+ * the field alone, but Wine keeps its own builtin code's __TRY frames
+ * there and its dispatcher calls every frame on that list whose address is
+ * below the stack pointer being unwound. Frames on the worker's thread
+ * stack are meaningless to a fiber (and, depending on where the stacks lie,
+ * would be called for a fiber's exception and unwound to, across stacks),
+ * so each context has its own list: empty (-1) for a fresh one. The slot
+ * was free (alignment padding), and on Windows proper this is one load and
+ * one store that nothing reads.
+ *
  * Not saved, on purpose:
- *   gs:0x00 ExceptionList  the x86 SEH chain; x64 SEH is table-driven
- *                          (.pdata/.xdata below), the field is unused;
  *   gs:0x20 FiberData      belongs to Windows' own fibers (CreateFiber);
  *                          ours are not Windows fibers, and a thread that
  *                          was converted with ConvertThreadToFiber keeps its
@@ -55,7 +67,7 @@
  *     +0xa8    TIB DeallocationStack           gs:0x1478
  *     +0xb0    TIB StackLimit                  gs:0x10
  *     +0xb8    TIB StackBase                   gs:0x08
- *     +0xc0    (padding: keeps +0x00 16-byte aligned)
+ *     +0xc0    TIB ExceptionList               gs:0x00
  *     +0xc8    r15                             push
  *     +0xd0    r14
  *     +0xd8    r13
@@ -140,6 +152,8 @@ weft__ctx_switch:
     movq    %rax, 0xb0(%rsp)
     movq    %gs:0x08, %rax          /* TIB StackBase */
     movq    %rax, 0xb8(%rsp)
+    movq    %gs:0x00, %rax          /* TIB ExceptionList (Wine's __TRY frames) */
+    movq    %rax, 0xc0(%rsp)
 
     movq    %rsp, (%rcx)            /* from->sp: this context is now suspended */
     movq    (%rdx), %rsp            /* to->sp:   from here on we run the other one */
@@ -150,6 +164,8 @@ weft__ctx_switch:
     movq    %rax, %gs:0x10
     movq    0xb8(%rsp), %rax
     movq    %rax, %gs:0x08
+    movq    0xc0(%rsp), %rax
+    movq    %rax, %gs:0x00
     ldmxcsr 0xa0(%rsp)
     fldcw   0xa4(%rsp)
     movaps  0x00(%rsp), %xmm6
@@ -191,6 +207,7 @@ weft__ctx_switch:
     .def    weft__ctx_trampoline; .scl 2; .type 32; .endef
     .p2align 4
     .seh_proc weft__ctx_trampoline
+    .seh_handler weft__ctx_root_handler, @except
 weft__ctx_trampoline:
     subq    $0x20, %rsp             /* shadow space for fn; rsp stays 16-aligned */
     .seh_stackalloc 0x20

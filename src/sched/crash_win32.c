@@ -9,7 +9,7 @@
  * stack overflow that stack is, by definition, nearly gone. What makes the
  * report possible is the layout of stack_win32.c together with the TIB
  * fields the switch keeps current: running off a fiber's usable stack hits
- * its PAGE_GUARD page, the memory manager grows the stack into the guard
+ * its PAGE_GUARD pages, the memory manager grows the stack into the guard
  * region like a thread's, and when only the thread's guaranteed bytes are
  * left it raises EXCEPTION_STACK_OVERFLOW with those bytes committed. The
  * handler below then has the guaranteed bytes to run on: its frame is one

@@ -1,0 +1,110 @@
+/* Faults in fibers are reported by name, in a child process: a stack
+ * overflow (small frames, and frames larger than a page, which the compiler
+ * probes page by page), and a plain bad pointer. The child must die of the
+ * fault (-SIGSEGV; on Windows the exception code maps to it) after saying
+ * which fiber it was. */
+#include "test.h"
+
+#include <signal.h>
+
+/* A limit the compiler cannot see through, so that the recursion below is
+ * not "infinite" to it; no stack holds this many frames. */
+static volatile int depth_limit = 1 << 30;
+
+/* Deep recursion the compiler can neither flatten nor turn into a loop. */
+__attribute__((noinline)) static int recurse(volatile char *up, int n)
+{
+    volatile char frame[200];
+    frame[0] = (char)n;
+    frame[199] = up ? up[0] : 0;
+    __asm__ volatile("" ::: "memory");
+    if (n > depth_limit)
+        return 0;
+    return recurse(frame, n + 1) + frame[199];
+}
+
+/* Frames of several pages: stack probes (__chkstk, -fstack-clash-protection)
+ * walk into the guard one page at a time. */
+__attribute__((noinline)) static int recurse_big(volatile char *up, int n)
+{
+    volatile char frame[3 * 4096 + 100];
+    frame[0] = (char)n;
+    frame[sizeof frame - 1] = up ? up[0] : 0;
+    __asm__ volatile("" ::: "memory");
+    if (n > depth_limit)
+        return 0;
+    return recurse_big(frame, n + 1) + frame[0];
+}
+
+static void *deep(void *arg)
+{
+    return (void *)(intptr_t)(arg ? recurse_big(NULL, 0) : recurse(NULL, 0));
+}
+
+static void *spawn_deep(void *arg)
+{
+    weft_attr a = { .stack_size = 64 << 10, .name = "deep" };
+    weft_fiber *f;
+    ASSERT_EQ(weft_spawn(&f, &a, deep, arg), 0);
+    weft_join(f, NULL);
+    return NULL;
+}
+
+static void overflow_child(void *arg)
+{
+    weft_config cfg = { .workers = 2 };
+    test_run_cfg(&cfg, spawn_deep, arg);
+}
+
+static void check_overflow(void *big)
+{
+    char out[4096];
+    int st = test_child(overflow_child, big, out, sizeof out);
+    ASSERT_EQ(st, -SIGSEGV);
+    ASSERT_CONTAINS(out, "\"deep\" overflowed its stack of ");
+    ASSERT_CONTAINS(out, "guard page hit at 0x");
+}
+
+TEST(crash_stack_overflow_names_the_fiber)
+{
+    check_overflow(NULL);
+}
+
+static const char big_frames[] = "big";
+
+TEST(crash_stack_overflow_big_frames_names_the_fiber)
+{
+    check_overflow((void *)big_frames);
+}
+
+static volatile uintptr_t bad_address = 16;
+
+static void *bad_pointer(void *arg)
+{
+    volatile int *p = (volatile int *)bad_address;
+    return (void *)(intptr_t)*p;
+}
+
+static void *spawn_bad(void *arg)
+{
+    weft_attr a = { .name = "bad" };
+    weft_fiber *f;
+    ASSERT_EQ(weft_spawn(&f, &a, bad_pointer, arg), 0);
+    weft_join(f, NULL);
+    return NULL;
+}
+
+static void bad_pointer_child(void *arg)
+{
+    test_run(spawn_bad, arg);
+}
+
+TEST(crash_bad_pointer_names_the_fiber)
+{
+    char out[4096];
+    int st = test_child(bad_pointer_child, NULL, out, sizeof out);
+    ASSERT_EQ(st, -SIGSEGV);
+    ASSERT_CONTAINS(out, "\"bad\" crashed: ");
+    ASSERT_CONTAINS(out, " at 0x10");
+    ASSERT(!strstr(out, "overflowed"));
+}
