@@ -113,6 +113,9 @@ TEST_BIN := $(BUILD)/test/weft-test$(EXE)
 
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%$(EXE),$(wildcard examples/*.c))
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%$(EXE),$(filter-out bench/peer_%.c,$(wildcard bench/*.c)))
+ifeq ($(OS),windows)
+  BENCHES :=   # the benchmarks and their peers (Go, epoll, threads) are measured on Linux
+endif
 
 ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(CFLAGS)
 

@@ -12,7 +12,28 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#ifdef _WIN32
+#define PSAPI_VERSION 2   /* K32GetProcessMemoryInfo, in kernel32 */
+#include <windows.h>
+#include <psapi.h>
+#else
 #include <sys/resource.h>
+#endif
+
+/* Peak resident memory of the process, KiB. */
+static double peak_rss_kib(void)
+{
+#ifdef _WIN32
+    PROCESS_MEMORY_COUNTERS pmc;
+    if (!GetProcessMemoryInfo(GetCurrentProcess(), &pmc, sizeof pmc))
+        return 0;
+    return pmc.PeakWorkingSetSize / 1024.0;
+#else
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss;
+#endif
+}
 
 static _Atomic long done;
 static _Atomic long on_worker[64];
@@ -46,8 +67,7 @@ static void *main_fiber(void *arg)
         weft_join(f[i], NULL);
     uint64_t t2 = weft_now();
     free(f);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
+    double peak_kib = peak_rss_kib();
     printf("spawned %ld fibers in %.1f ms (%.0f ns each)\n", n, (t1 - t0) / 1e6, (double)(t1 - t0) / n);
     printf("all %ld slept 1..500 ms and finished %.1f ms after the first spawn\n",
            atomic_load(&done), (t2 - t0) / 1e6);
@@ -55,7 +75,7 @@ static void *main_fiber(void *arg)
         if (atomic_load(&on_worker[w]))
             printf("  worker %d woke %ld of them\n", w, atomic_load(&on_worker[w]));
     printf("peak RSS %.1f MiB (%.1f KiB per fiber, stacks included)\n",
-           ru.ru_maxrss / 1024.0, (double)ru.ru_maxrss / n);
+           peak_kib / 1024.0, peak_kib / n);
     return NULL;
 }
 
