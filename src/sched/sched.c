@@ -143,6 +143,19 @@ static inline void cpu_relax(void)
 #endif
 }
 
+void weft__spin_lock_slow(weft__spin *l)
+{
+    for (unsigned spins = 0;; spins++) {
+        if (!atomic_load_explicit(&l->v, memory_order_relaxed) &&
+            !atomic_exchange_explicit(&l->v, 1, memory_order_acquire))
+            return;
+        if (spins < 100)
+            cpu_relax();
+        else
+            weft__os_yield();
+    }
+}
+
 static uint32_t fastrand(weft__worker *w)
 {
     /* xorshift64*: cheap, per worker, good enough to pick steal victims */
@@ -173,7 +186,6 @@ static void run_fiber(weft__worker *w, weft_fiber *f)
     atomic_store_explicit(&f->on_cpu, 1, memory_order_relaxed);
     f->worker = w;
     atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
-    f->stamp = 0;
     w->cur = f;
     atomic_fetch_add_explicit(&w->st.switches, 1, memory_order_relaxed);
     errno = f->saved_errno;
@@ -670,7 +682,7 @@ int weft__wait_park(weft_fiber *self, int64_t timeout)
         weft__timer_arm(self, (uint64_t)when);
         armed = true;
     }
-    self->wsince = weft__now();
+    self->wsince = weft__now_coarse();   /* for weft_dump: ms resolution is plenty */
     atomic_fetch_add_explicit(&self->worker->st.parks, 1, memory_order_relaxed);
     weft__switch_out(self, WEFT_POST_PARK);
     if (armed)
@@ -741,7 +753,8 @@ static weft_fiber *local_work(weft__worker *w)
         return f;
     if (w->tick % 61 == 0 && (f = inbox_take(w)))
         return f;
-    fire_timers(w, weft__now(), false);
+    if (atomic_load_explicit(&w->tnext, memory_order_relaxed) != UINT64_MAX)
+        fire_timers(w, weft__now(), false);   /* the clock only when a timer is armed */
     f = runq_get(&w->rq, w->next_streak >= 61, &was_next);
     if (f) {
         w->next_streak = was_next ? w->next_streak + 1 : 0;
@@ -965,7 +978,6 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
         w->rng = 0x9E3779B97F4A7C15ull * (i + 1);
         weft__lock_init(&w->inbox_lock);
         weft__lock_init(&w->tlock);
-        weft__lock_init(&w->all.lock);
         atomic_store(&w->tnext, UINT64_MAX);
     }
     weft__crash_install();
@@ -1014,7 +1026,6 @@ out:
         free(w->heap);
         weft__lock_destroy(&w->inbox_lock);
         weft__lock_destroy(&w->tlock);
-        weft__lock_destroy(&w->all.lock);
     }
     weft__stack_release_all();
     weft__lock_destroy(&rt->glock);

@@ -13,7 +13,7 @@
 enum { WEFT_POST_PARK = 1, WEFT_POST_YIELD, WEFT_POST_EXIT };
 
 struct weft__fiber_list {
-    weft__lock lock;
+    weft__spin lock;
     weft_fiber *head;
 };
 
