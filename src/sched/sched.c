@@ -694,23 +694,34 @@ int weft__wait_park(weft_fiber *self, int64_t timeout)
 
 /* ---------------------------------------------------------- finding work */
 
+/* Work that another worker could take: the global queue, our inbox, any
+ * ring. Other workers' next slots do not count: each belongs to a fiber
+ * its owner is about to run (see steal_work). */
 static bool any_work(weft__worker *w)
 {
     if (atomic_load(&weft__rt.gn) || atomic_load(&w->inbox_n))
         return true;
-    for (unsigned i = 0; i < weft__rt.n; i++)
-        if (!runq_empty(&weft__rt.workers[i].rq))
+    for (unsigned i = 0; i < weft__rt.n; i++) {
+        weft__worker *v = &weft__rt.workers[i];
+        if (runq_len(&v->rq) || (v == w && !runq_empty(&w->rq)))
             return true;
+    }
     return false;
 }
 
-static weft_fiber *steal_work(weft__worker *w)
+/* Steal half of another worker's ring. A victim's next slot is taken only
+ * when take_next names that victim: the fiber there was just readied by
+ * the fiber its owner is running, which usually parks a moment later and
+ * lets the owner run it (a sender and its receiver, a spawner and its
+ * child). Stealing it at once would make the pair ping-pong across CPUs.
+ * spin_for_work passes a victim whose owner made no progress for a whole
+ * spin window (Go waits 3 us before the same theft). */
+static weft_fiber *steal_work(weft__worker *w, weft__worker *take_next)
 {
     weft_fiber *batch[RUNQ_SIZE / 2 + 1];
     unsigned n = weft__rt.n;
     uint64_t now = weft__now();
     for (int round = 0; round < 4; round++) {
-        bool last = round == 3;
         unsigned start = fastrand(w) % n;
         for (unsigned k = 0; k < n; k++) {
             weft__worker *v = &weft__rt.workers[(start + k) % n];
@@ -723,7 +734,7 @@ static weft_fiber *steal_work(weft__worker *w)
                 if (f)
                     return f;
             }
-            uint32_t got = runq_grab(&v->rq, batch, last);
+            uint32_t got = runq_grab(&v->rq, batch, v == take_next);
             if (got == 0)
                 continue;
             atomic_fetch_add_explicit(&w->st.steals, 1, memory_order_relaxed);
@@ -744,14 +755,44 @@ static void stop_spinning(weft__worker *w)
         wakep();   /* we were the last one looking: there may be more work */
 }
 
+#define SPIN_NS 20000
+
+/* Spin up to SPIN_NS for work to appear. Returns true to look again: work
+ * appeared, or a victim's next slot went untouched for the whole window
+ * (its owner is stuck in one fiber), in which case *stuck names it. */
+static bool spin_for_work(weft__worker *w, weft__worker **stuck)
+{
+    uint32_t ticks[64];
+    unsigned n = weft__rt.n < 64 ? weft__rt.n : 64;
+    for (unsigned i = 0; i < n; i++)
+        ticks[i] = atomic_load_explicit(&weft__rt.workers[i].tick, memory_order_relaxed);
+    uint64_t until = weft__now() + SPIN_NS;
+    do {
+        for (int i = 0; i < 64; i++)
+            cpu_relax();
+        if (any_work(w) || atomic_load_explicit(&weft__rt.shutdown, memory_order_relaxed))
+            return true;
+    } while (weft__now() < until);
+    for (unsigned i = 0; i < n; i++) {
+        weft__worker *v = &weft__rt.workers[i];
+        if (v != w && atomic_load_explicit(&v->tick, memory_order_relaxed) == ticks[i] &&
+            atomic_load_explicit(&v->rq.next, memory_order_relaxed)) {
+            *stuck = v;
+            return true;
+        }
+    }
+    return false;
+}
+
 static weft_fiber *local_work(weft__worker *w)
 {
     bool was_next;
     weft_fiber *f;
-    w->tick++;
-    if (w->tick % 61 == 0 && (f = global_get(w, 1)))
+    uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed) + 1;
+    atomic_store_explicit(&w->tick, tick, memory_order_relaxed);   /* read by thieves */
+    if (tick % 61 == 0 && (f = global_get(w, 1)))
         return f;
-    if (w->tick % 61 == 0 && (f = inbox_take(w)))
+    if (tick % 61 == 0 && (f = inbox_take(w)))
         return f;
     if (atomic_load_explicit(&w->tnext, memory_order_relaxed) != UINT64_MAX)
         fire_timers(w, weft__now(), false);   /* the clock only when a timer is armed */
@@ -839,8 +880,19 @@ static weft_fiber *find_runnable(weft__worker *w)
                 atomic_fetch_add(&weft__rt.nspinning, 1);
             }
         }
-        if (w->spinning && weft__rt.n > 1 && (f = steal_work(w)))
+        if (w->spinning && weft__rt.n > 1 && (f = steal_work(w, NULL)))
             goto found;
+        /* A spinner keeps looking a little longer before it sleeps: while
+         * it spins, producers' wakep() sees nspinning > 0 and makes no
+         * system call, and a burst of spawns or wake-ups a few microseconds
+         * apart is picked up without a futex round trip per fiber. Bounded
+         * (SPIN_NS), and only for spinners (at most half the busy workers). */
+        weft__worker *stuck = NULL;
+        if (w->spinning && weft__rt.n > 1 && spin_for_work(w, &stuck)) {
+            if (stuck && (f = steal_work(w, stuck)))
+                goto found;
+            continue;
+        }
 
         /* Go idle: announce it, then look once more (see the protocol). */
         weft__lock_acquire(&weft__rt.idle_lock);
