@@ -76,6 +76,9 @@ int  weft__stack_alloc(size_t size, weft__stack **out);
 /* The size class a request of size bytes gets (page multiple). */
 size_t weft__stack_class(size_t size);
 void weft__stack_free(weft__stack *s);
+/* Return the memory of up to max cached stacks beyond the hot reserve to
+ * the kernel; the number still over it. Called by idle workers. */
+size_t weft__stack_trim(size_t max);
 /* Unmap every stack of every pool (runtime teardown: all must be free). */
 void weft__stack_release_all(void);
 int  weft__stack_guard_mode(void);

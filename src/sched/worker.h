@@ -78,7 +78,8 @@ struct weft__rt {
 
     /* global queue: spawns from outside, overflow of local rings */
     weft__lock glock;
-    weft_fiber *ghead, *gtail;
+    weft_fiber **gbuf;              /* circular: glen fibers from ghead */
+    size_t gcap, glen, ghead;
     _Atomic uint32_t gn;
 
     /* idle workers */
