@@ -410,6 +410,20 @@ size_t weft__stack_trim(size_t max)
     return left;
 }
 
+void weft__stack_each(void (*fn)(weft__stack *s, void *arg), void *arg)
+{
+    pthread_mutex_lock(&lock);
+    for (struct weft__stack_pool *p = pools; p; p = p->next) {
+        bool newest = true;
+        for (struct slab *sl = p->slabs; sl; sl = sl->next, newest = false) {
+            char *end = newest ? p->carve : sl->base + sl->len;
+            for (char *g = sl->base; g + p->stride <= end; g += p->stride)
+                fn((weft__stack *)((uintptr_t)(g + p->stride - sizeof(weft__stack)) & ~(uintptr_t)63), arg);
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
 void weft__stack_release_all(void)
 {
     pthread_mutex_lock(&lock);

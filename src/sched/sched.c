@@ -1059,7 +1059,7 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     int err = weft_spawn(&mainf, &ma, main_fn, arg);
     if (err < 0)
         goto out;
-    rt->main = mainf;
+    mainf->flags |= WEFT__MAIN;   /* no worker runs yet: nobody reads it concurrently */
 
     unsigned started = 1;
     for (unsigned i = 1; i < n; i++) {
