@@ -58,7 +58,7 @@
 
 #define GUARD_LEN WEFT_STACK_GUARD_WIN32
 #define SLAB_BYTES ((size_t)64 << 20)     /* address space reserved per slab */
-#define HOT_FREE 256                      /* freed stacks kept resident per pool */
+#define HOT_FREE 1024                     /* freed stacks kept resident per pool (see trim) */
 
 struct slab {
     struct slab *next;
@@ -73,6 +73,8 @@ struct weft__stack_pool {
     size_t stride;          /* guard + usable */
     weft__stack *free;      /* cached stacks, most recently freed first */
     size_t nfree;
+    weft__stack *cold;      /* cached stacks whose memory was given back by trim */
+    size_t ncold;
     struct slab *slabs;
     char *carve, *carve_end;   /* unused part of the newest slab */
 };
@@ -94,8 +96,9 @@ size_t weft__page_size(void)
 int weft__stack_guard_mode(void) { return WEFT_GUARD_WIN32; }
 const char *weft__stack_guard_name(void) { return "virtualalloc"; }
 
-/* The guard is enforced by the hardware: nothing to check at switch time. */
-int weft__stack_check(const weft__stack *s)
+/* Every stack has a hardware guard (s->guard is set), so weft__stack_check
+ * never asks for a canary. */
+int weft__stack_check_canary(const weft__stack *s)
 {
     (void)s;
     return 0;
@@ -158,6 +161,11 @@ int weft__stack_alloc(size_t size, weft__stack **out)
     if (s) {
         p->free = s->next;
         p->nfree--;
+    } else if ((s = p->cold)) {
+        p->cold = s->next;
+        p->ncold--;
+    }
+    if (s) {
         ReleaseSRWLockExclusive(&lock);
         s->next = NULL;
         *out = s;
@@ -195,21 +203,62 @@ fail:
     return err;
 }
 
+/* Freeing only caches: giving memory back costs a system call now and a
+ * page fault at the next reuse, so it is left to weft__stack_trim, which
+ * idle workers call. */
 void weft__stack_free(weft__stack *s)
 {
     struct weft__stack_pool *p = s->pool;
     AcquireSRWLockExclusive(&lock);
-    if (p->nfree >= HOT_FREE) {
-        /* Let the system take the pages back but keep them committed (and
-         * the record in the top page): MEM_RESET is Windows' MADV_FREE. The
-         * next fiber sees undefined contents, which a fresh stack may have. */
-        char *keep = (char *)((uintptr_t)s & ~(uintptr_t)(page - 1));
-        if (keep > s->lo)
-            VirtualAlloc(s->lo, (size_t)(keep - s->lo), MEM_RESET, PAGE_READWRITE);
-    }
     s->next = p->free;
     p->free = s;
     p->nfree++;
+    ReleaseSRWLockExclusive(&lock);
+}
+
+/* Give back the memory of cached stacks beyond HOT_FREE per pool, at most
+ * max of them: all but the top page, which holds the stack's record, so
+ * the stack stays reusable. MEM_RESET is Windows' MADV_FREE: the pages stay
+ * committed (and the guard pages below stay guards), but the system may
+ * take them without writing them to the page file; a fresh stack may hold
+ * anything. Returns how many stacks are still over the limit. */
+size_t weft__stack_trim(size_t max)
+{
+    size_t done = 0, left = 0;
+    AcquireSRWLockExclusive(&lock);
+    for (struct weft__stack_pool *p = pools; p; p = p->next) {
+        while (p->nfree > HOT_FREE && done < max) {
+            weft__stack *s = p->free;
+            p->free = s->next;
+            p->nfree--;
+            ReleaseSRWLockExclusive(&lock);
+            char *keep = (char *)((uintptr_t)s & ~(uintptr_t)(page - 1));
+            if (keep > s->lo)
+                VirtualAlloc(s->lo, (size_t)(keep - s->lo), MEM_RESET, PAGE_READWRITE);
+            AcquireSRWLockExclusive(&lock);
+            s->next = p->cold;
+            p->cold = s;
+            p->ncold++;
+            done++;
+        }
+        if (p->nfree > HOT_FREE)
+            left += p->nfree - HOT_FREE;
+    }
+    ReleaseSRWLockExclusive(&lock);
+    return left;
+}
+
+void weft__stack_each(void (*fn)(weft__stack *s, void *arg), void *arg)
+{
+    AcquireSRWLockExclusive(&lock);
+    for (struct weft__stack_pool *p = pools; p; p = p->next) {
+        bool newest = true;
+        for (struct slab *sl = p->slabs; sl; sl = sl->next, newest = false) {
+            char *end = newest ? p->carve : sl->base + sl->len;
+            for (char *g = sl->base; g + p->stride <= end; g += p->stride)
+                fn((weft__stack *)((uintptr_t)(g + p->stride - sizeof(weft__stack)) & ~(uintptr_t)63), arg);
+        }
+    }
     ReleaseSRWLockExclusive(&lock);
 }
 

@@ -42,7 +42,8 @@ void weft__os_yield(void);
 /* Block the calling OS thread for at least ns (weft_sleep outside a fiber). */
 void weft__os_sleep_ns(uint64_t ns);
 
-uint64_t weft__now(void);   /* monotonic ns */
+uint64_t weft__now(void);          /* monotonic ns */
+uint64_t weft__now_coarse(void);   /* monotonic ns, about 1-4 ms resolution, cheaper */
 
 /* Memory aligned to align (a power of two), for records that must not share
  * cache lines; freed with weft__aligned_free. C11's aligned_alloc is not in
