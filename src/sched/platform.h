@@ -45,6 +45,29 @@ void weft__os_sleep_ns(uint64_t ns);
 uint64_t weft__now(void);          /* monotonic ns */
 uint64_t weft__now_coarse(void);   /* monotonic ns, about 1-4 ms resolution, cheaper */
 
+/* The one thread-local the scheduler keeps: which worker runs on this
+ * thread. A compiler's __thread is native TLS on Linux (one %fs-relative
+ * load), but mingw only has it emulated (a call into libgcc's emutls, then
+ * TlsGetValue: about 20 ns against 4 for the whole weft_self() on Linux).
+ * Windows' own TLS slots sit in the TEB, one %gs-relative load away, so
+ * each platform gives the fastest it has; the scheduler only calls
+ * weft__tls_get/weft__tls_set, from non-inlined accessors (see sched.h). */
+#ifdef _WIN32
+extern DWORD weft__tls_index;          /* TlsAlloc'd when the library loads */
+static inline void *weft__tls_get(void)
+{
+    if (weft__tls_index >= 64)         /* past the TEB's own 64 slots */
+        return TlsGetValue(weft__tls_index);
+    void *v;
+    __asm__ volatile("movq %%gs:0x1480(,%1,8), %0" : "=r"(v) : "r"((uintptr_t)weft__tls_index));
+    return v;
+}
+#else
+extern __thread void *weft__tls_slot;
+static inline void *weft__tls_get(void) { return weft__tls_slot; }
+#endif
+void weft__tls_set(void *v);
+
 /* Memory aligned to align (a power of two), for records that must not share
  * cache lines; freed with weft__aligned_free. C11's aligned_alloc is not in
  * the Windows CRT. */

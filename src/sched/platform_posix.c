@@ -12,6 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
+__thread void *weft__tls_slot;
+void weft__tls_set(void *v) { weft__tls_slot = v; }
+
 void weft__lock_init(weft__lock *l) { pthread_mutex_init(l, NULL); }
 void weft__lock_acquire(weft__lock *l) { pthread_mutex_lock(l); }
 int  weft__lock_try(weft__lock *l) { return pthread_mutex_trylock(l) == 0; }

@@ -18,7 +18,23 @@
 #include <errno.h>
 #include <process.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
+
+DWORD weft__tls_index = TLS_OUT_OF_INDEXES;
+
+/* Before main (or DllMain's attach, for weft.dll): weft__tls_get may be
+ * called by any thread at any time, even before the first weft_run. */
+__attribute__((constructor)) static void tls_alloc(void)
+{
+    weft__tls_index = TlsAlloc();
+    if (weft__tls_index == TLS_OUT_OF_INDEXES) {
+        fputs("weft: no TLS index left\n", stderr);
+        abort();
+    }
+}
+
+void weft__tls_set(void *v) { TlsSetValue(weft__tls_index, v); }
 
 void weft__lock_init(weft__lock *l) { InitializeSRWLock(l); }
 void weft__lock_acquire(weft__lock *l) { AcquireSRWLockExclusive(l); }

@@ -98,8 +98,6 @@
 
 struct weft__rt weft__rt;
 
-static __thread weft__worker *tls_worker;
-
 const char *const weft__wait_names[WEFT_W_KINDS] = {
     [WEFT_W_NONE] = "running", [WEFT_W_SLEEP] = "sleep", [WEFT_W_JOIN] = "join",
     [WEFT_W_MUTEX] = "mutex", [WEFT_W_COND] = "condvar", [WEFT_W_SEM] = "semaphore",
@@ -118,13 +116,13 @@ _Noreturn void weft__panic(const char *file, int line, const char *what)
 weft__worker *weft__cur_worker(void)
 {
     __asm__ volatile("" ::: "memory");
-    return tls_worker;
+    return weft__tls_get();
 }
 
 weft_fiber *weft__cur_fiber(void)
 {
     __asm__ volatile("" ::: "memory");
-    weft__worker *w = tls_worker;
+    weft__worker *w = weft__tls_get();
     return w ? w->cur : NULL;
 }
 
@@ -958,7 +956,7 @@ static void worker_loop(weft__worker *w)
 
 static void worker_init_thread(weft__worker *w)
 {
-    tls_worker = w;
+    weft__tls_set(w);
     w->tsan_fiber = san_tsan_current();
     weft__crash_thread_init(w);
 }
@@ -969,7 +967,7 @@ static void *worker_main(void *arg)
     worker_init_thread(w);
     worker_loop(w);
     weft__crash_thread_fini(w);
-    tls_worker = NULL;
+    weft__tls_set(NULL);
     return NULL;
 }
 
@@ -1082,7 +1080,7 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     err = 0;
 out:
     weft__crash_thread_fini(w0);
-    tls_worker = NULL;
+    weft__tls_set(NULL);
     weft__crash_uninstall();
     for (unsigned i = 0; i < n; i++) {
         weft__worker *w = &ws[i];
