@@ -151,7 +151,7 @@ $(BUILD)/libweft.a: $(LIB_OBJ)
 
 ifeq ($(OS),windows)
 $(BUILD)/$(DLL): $(PIC_OBJ)
-	$(CC) -shared $(SANFLAGS) -o $@ $^ -Wl,--out-implib,$(BUILD)/libweft.dll.a $(LDLIBS)
+	$(CC) -shared -static-libgcc $(SANFLAGS) -o $@ $^ -Wl,--out-implib,$(BUILD)/libweft.dll.a $(LDLIBS)
 else
 $(BUILD)/$(DLL): $(PIC_OBJ)
 	$(CC) -shared $(SANFLAGS) -Wl,-soname,libweft.so.$(VERSION_MAJOR) -o $@.$(VERSION) $^ $(LDLIBS)
