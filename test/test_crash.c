@@ -7,6 +7,33 @@
 
 #include <signal.h>
 
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
+
+/* Valgrind does not deliver a fault on a guard page to the program's
+ * handler (it ends the process itself), so there is no report to check. */
+static int skip_under_valgrind(void)
+{
+    if (!RUNNING_ON_VALGRIND)
+        return 0;
+    printf("skipped under valgrind: it takes SIGSEGV on guard pages for itself\n");
+    return 1;
+}
+
+/* The child must die of the fault: SIGSEGV (on Windows, the exception
+ * code maps to it). Under a sanitizer, its own fault handler has the last
+ * word (weft hands the fault on to the previous handler after its report)
+ * and the child exits with the sanitizer's status after saying so. */
+static void check_died_of_fault(int st, const char *out)
+{
+    if (st > 0 && strstr(out, "Sanitizer"))
+        return;
+    ASSERT_EQ(st, -SIGSEGV);
+}
+
 /* A limit the compiler cannot see through, so that the recursion below is
  * not "infinite" to it; no stack holds this many frames. */
 static volatile int depth_limit = 1 << 30;
@@ -58,9 +85,11 @@ static void overflow_child(void *arg)
 
 static void check_overflow(void *big)
 {
+    if (skip_under_valgrind())
+        return;
     char out[4096];
     int st = test_child(overflow_child, big, out, sizeof out);
-    ASSERT_EQ(st, -SIGSEGV);
+    check_died_of_fault(st, out);
     ASSERT_CONTAINS(out, "\"deep\" overflowed its stack of ");
     ASSERT_CONTAINS(out, "guard page hit at 0x");
 }
@@ -101,9 +130,11 @@ static void bad_pointer_child(void *arg)
 
 TEST(crash_bad_pointer_names_the_fiber)
 {
+    if (skip_under_valgrind())
+        return;
     char out[4096];
     int st = test_child(bad_pointer_child, NULL, out, sizeof out);
-    ASSERT_EQ(st, -SIGSEGV);
+    check_died_of_fault(st, out);
     ASSERT_CONTAINS(out, "\"bad\" crashed: ");
     ASSERT_CONTAINS(out, " at 0x10");
     ASSERT(!strstr(out, "overflowed"));
