@@ -157,7 +157,12 @@ WEFT_API int weft_wg_wait(weft_wg *w);
 typedef struct weft_chan weft_chan;
 enum { WEFT_SEND = 1, WEFT_RECV = 2 };
 
-/* capacity 0: unbuffered (rendezvous). NULL on bad args or no memory. */
+/* capacity 0: unbuffered (rendezvous). NULL on bad args (elem_size 0 or
+ * above 64 KiB, a ring that would not fit in memory) or no memory.
+ * A receive may pass a NULL elem to discard the value. Blocking calls from a
+ * plain thread are -EPERM; the try calls and close work from any thread.
+ * weft_chan_free with fibers still waiting on the channel is a caller bug:
+ * it aborts with a message. */
 WEFT_API weft_chan *weft_chan_make(size_t elem_size, size_t capacity);
 WEFT_API int  weft_chan_send(weft_chan *c, const void *elem);   /* -EPIPE if closed */
 WEFT_API int  weft_chan_recv(weft_chan *c, void *elem);         /* -EPIPE when closed and drained */
@@ -169,13 +174,20 @@ WEFT_API void weft_chan_free(weft_chan *c);
 typedef struct weft_case {
     weft_chan *chan;   /* NULL: case ignored */
     int op;            /* WEFT_SEND or WEFT_RECV */
-    void *elem;        /* element to send, or buffer to receive into */
+    void *elem;        /* element to send, or buffer to receive into (NULL: discard) */
+    int err;           /* out, for the case that fired: 0, or -EPIPE when the channel
+                          was closed (a receive then got a zeroed element; a send sent
+                          nothing), like pollfd.revents */
 } weft_case;
-/* Block until one case can proceed; fair among ready cases. Returns its
- * index. A receive on a closed, drained channel fires with -EPIPE stored in
- * weft_select_err(); a send on a closed channel makes select return -EPIPE. */
+/* Block until one case can proceed; fair among ready cases (random order).
+ * Returns the index of the case that fired, its outcome in cases[i].err.
+ * A closed channel makes its cases fire (like Go's receive from a closed
+ * channel; a send on one is an error Go would panic on). Cases with a NULL
+ * chan are ignored; with none left (n == 0 included) it waits for a cancel
+ * or the deadline, like Go's empty select. -EINVAL on a bad op or a send
+ * with a NULL elem, -EPERM outside a fiber, -ENOMEM, -ECANCELED, -ETIMEDOUT. */
 WEFT_API int weft_select(weft_case *cases, size_t n);
-/* Like weft_select but returns -EAGAIN instead of blocking. */
+/* Like weft_select but returns -EAGAIN instead of blocking; works from any thread. */
 WEFT_API int weft_tryselect(weft_case *cases, size_t n);
 
 /* -------------------------------------------------------------------- I/O */

@@ -86,7 +86,8 @@ struct weft_fiber {
     _Atomic int wstate;             /* enum weft__wstate */
     int wresult;                    /* set by the claim winner */
     int wkind;                      /* enum weft__wait_kind */
-    void *wobj;                     /* the object waited on */
+    void *wobj;                     /* the object waited on, or (sync.c, chan.c) the
+                                       wait record naming it: see waitq.h */
     void (*wunlink)(weft_fiber *);  /* take me off wobj's queue (claim winners) */
     uint64_t wsince;                /* weft__now() when the wait began */
     weft__timer timer;
