@@ -45,6 +45,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <string.h>
 
 /* ------------------------------------------------------------- word lock */
@@ -94,6 +95,8 @@ struct mutex {
     weft__waitq q;
 };
 _Static_assert(sizeof(struct mutex) <= sizeof(weft_mutex), "weft_mutex storage too small");
+/* test_sync.c (mutex_handoff_claim_lost) reaches in at these offsets */
+_Static_assert(offsetof(struct mutex, qlock) == 4 && M_STARVING == 8, "test_sync.c knows the layout");
 _Static_assert(_Alignof(struct mutex) <= _Alignof(weft_mutex), "weft_mutex storage misaligned");
 
 #define MTX(m) ((struct mutex *)(void *)(m))
