@@ -80,8 +80,13 @@ void weft__stack_free(weft__stack *s);
 void weft__stack_release_all(void);
 int  weft__stack_guard_mode(void);
 const char *weft__stack_guard_name(void);
-/* Canary mode: 0 if the canary at the bottom of s is intact. */
-int  weft__stack_check(const weft__stack *s);
+/* 0 if s is intact: a stack with a hardware guard always is; in canary
+ * mode, the pattern at its bottom must be. Called at every switch away. */
+int  weft__stack_check_canary(const weft__stack *s);
+static inline int weft__stack_check(const weft__stack *s)
+{
+    return s->guard ? 0 : weft__stack_check_canary(s);
+}
 /* Is addr inside s's guard region (or, in canary mode, its lowest page)? */
 int  weft__stack_in_guard(const weft__stack *s, const void *addr);
 /* Deepest byte ever written, measured from the bottom (high-water mark). */

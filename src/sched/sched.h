@@ -49,6 +49,23 @@ _Noreturn void weft__panic(const char *file, int line, const char *what);
 
 typedef struct weft__worker weft__worker;
 
+/* A spinlock for critical sections of a few instructions (a fiber's join
+ * state, a fiber list). Uncontended it is one exchange and one store; a
+ * waiter spins briefly, then yields the CPU, because with more workers
+ * than cores the holder may have been preempted. */
+typedef struct weft__spin { _Atomic uint32_t v; } weft__spin;
+void weft__spin_lock_slow(weft__spin *l);
+static inline void weft__spin_lock(weft__spin *l)
+{
+    if (WEFT_LIKELY(!atomic_exchange_explicit(&l->v, 1, memory_order_acquire)))
+        return;
+    weft__spin_lock_slow(l);
+}
+static inline void weft__spin_unlock(weft__spin *l)
+{
+    atomic_store_explicit(&l->v, 0, memory_order_release);
+}
+
 /* What a parked fiber waits for (weft_dump prints it). */
 enum weft__wait_kind {
     WEFT_W_NONE = 0, WEFT_W_SLEEP, WEFT_W_JOIN, WEFT_W_MUTEX, WEFT_W_COND,
@@ -95,7 +112,7 @@ struct weft_fiber {
     _Atomic int cancelled;
 
     /* life cycle and join */
-    weft__lock jlock;
+    weft__spin jlock;
     int joined;                     /* a joiner took it (or is waiting) */
     weft_fiber *joiner;
     void *(*fn)(void *);
@@ -109,13 +126,12 @@ struct weft_fiber {
     void **fls;                     /* fiber-local values, lazily allocated */
     unsigned fls_len;
     weft__stack *stack;
-    uint64_t stamp;                 /* weft__now() at the last state change */
 
     /* sanitizer bookkeeping */
     void *asan_fake;
     void *tsan_fiber;
 
-    char name[WEFT_NAME_MAX];
+    char name[WEFT_NAME_MAX];       /* last: spawn zeroes everything before it */
 };
 
 /* ---------------------------------------------------------- current fiber */

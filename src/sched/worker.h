@@ -13,7 +13,7 @@
 enum { WEFT_POST_PARK = 1, WEFT_POST_YIELD, WEFT_POST_EXIT };
 
 struct weft__fiber_list {
-    weft__lock lock;
+    weft__spin lock;
     weft_fiber *head;
 };
 
@@ -27,7 +27,7 @@ struct weft__worker {
     weft_fiber *cur;                /* fiber running now, NULL in the run loop */
     int post;                       /* WEFT_POST_* left by the fiber that switched away */
     unsigned idx;
-    uint32_t tick;                  /* schedule() calls, for the every-61 checks */
+    _Atomic uint32_t tick;          /* schedules: the every-61 checks; thieves watch it move */
     uint32_t next_streak;           /* consecutive picks from the next slot */
     bool spinning;                  /* counted in rt.nspinning */
     uint64_t rng;
