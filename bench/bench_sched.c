@@ -8,6 +8,8 @@
  *                    that send their sum to the parent's unbuffered channel
  *                    (go/skynet.go); prints the sum, then ms
  *   spawn_join       spawn an empty fiber, join it; sequential; ns/op
+ *   spawn_join_batch spawn 1000 detached fibers, wait for all on a wait group;
+ *                    repeat 1000 times; ns per fiber
  *   chan_pingpong    two fibers bounce an int over two unbuffered channels;
  *                    ns per round trip
  *   yield_pingpong   two fibers yielding to each other on ONE worker;
@@ -141,6 +143,39 @@ static void bench_spawn_join(void)
 {
     run(0, main_spawn_join, NULL);
     printf("RESULT spawn_join %.1f ns/op\n", best_ns);
+}
+
+static weft_wg batch_wg;
+
+static void *empty_done(void *arg)
+{
+    weft_wg_done(&batch_wg);
+    return NULL;
+}
+
+static void *main_spawn_batch(void *arg)
+{
+    const long n = 1000000, batch = 1000;
+    const weft_attr detached = { .flags = WEFT_DETACHED };
+    for (int r = 0; r < RUNS; r++) {
+        uint64_t t0 = weft_now();
+        for (long k = 0; k < n / batch; k++) {
+            check(weft_wg_add(&batch_wg, (int)batch), "wg_add");
+            for (long i = 0; i < batch; i++)
+                check(weft_spawn(NULL, &detached, empty_done, NULL), "spawn");
+            check(weft_wg_wait(&batch_wg), "wg_wait");
+        }
+        double ns = (double)(weft_now() - t0) / (double)n;
+        if (r == 0 || ns < best_ns)
+            best_ns = ns;
+    }
+    return NULL;
+}
+
+static void bench_spawn_join_batch(void)
+{
+    run(0, main_spawn_batch, NULL);
+    printf("RESULT spawn_join_batch %.1f ns/op\n", best_ns);
 }
 
 /* --------------------------------------------------------- chan_pingpong */
@@ -343,6 +378,7 @@ static void bench_fanout_2(void) { bench_fanout(2); }
 static const struct { const char *name; void (*fn)(void); } cases[] = {
     { "skynet", bench_skynet },
     { "spawn_join", bench_spawn_join },
+    { "spawn_join_batch", bench_spawn_join_batch },
     { "chan_pingpong", bench_chan_pingpong },
     { "yield_pingpong", bench_yield_pingpong },
     { "mutex_contended", bench_mutex_contended },
