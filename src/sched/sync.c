@@ -50,19 +50,10 @@
 
 /* ------------------------------------------------------------- word lock */
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ volatile("yield");
-#endif
-}
-
 void weft__wlock_slow(_Atomic uint32_t *l)
 {
     for (int i = 0; i < 100; i++) {
-        cpu_relax();
+        weft__cpu_relax();
         uint32_t zero = 0;
         if (atomic_load_explicit(l, memory_order_relaxed) == 0 &&
             atomic_compare_exchange_weak_explicit(l, &zero, 1, memory_order_acquire,
@@ -154,7 +145,7 @@ static bool spin_acquire(struct mutex *x, weft_fiber *self)
         return false;
     for (int i = 0; i < 4; i++) {
         for (int k = 0; k < 30; k++)
-            cpu_relax();
+            weft__cpu_relax();
         uint32_t s = atomic_load_explicit(&x->state, memory_order_relaxed);
         if (s & M_STARVING)
             return false;
