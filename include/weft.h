@@ -130,6 +130,11 @@ typedef struct weft_wg    { uintptr_t _w[6]; } weft_wg;
 #define WEFT_SEM_INIT(v) { { (uintptr_t)(v) } }
 #define WEFT_WG_INIT    { { 0 } }
 
+/* A mutex is owned by a fiber: lock, trylock and unlock from a plain thread
+ * are -EPERM. No waiter starves: one that has waited more than 1 ms is
+ * handed the lock directly (see docs/sync-and-channels.md). lock returns
+ * -ECANCELED/-ETIMEDOUT only when it had to wait (the mutex is then not
+ * held) and -EDEADLK when the caller already holds it. */
 WEFT_API int weft_mutex_init(weft_mutex *m);
 WEFT_API int weft_mutex_lock(weft_mutex *m);
 WEFT_API int weft_mutex_trylock(weft_mutex *m);    /* -EBUSY */
@@ -137,7 +142,8 @@ WEFT_API int weft_mutex_unlock(weft_mutex *m);     /* -EPERM if not the owner */
 WEFT_API int weft_mutex_destroy(weft_mutex *m);    /* -EBUSY if locked or waited on */
 
 WEFT_API int weft_cond_init(weft_cond *c);
-WEFT_API int weft_cond_wait(weft_cond *c, weft_mutex *m);   /* re-locks m even on error */
+/* -EPERM if the caller does not hold m; re-locks m even on -ECANCELED/-ETIMEDOUT. */
+WEFT_API int weft_cond_wait(weft_cond *c, weft_mutex *m);
 WEFT_API int weft_cond_signal(weft_cond *c);
 WEFT_API int weft_cond_broadcast(weft_cond *c);
 WEFT_API int weft_cond_destroy(weft_cond *c);
@@ -145,9 +151,10 @@ WEFT_API int weft_cond_destroy(weft_cond *c);
 WEFT_API int weft_sem_init(weft_sem *s, unsigned value);
 WEFT_API int weft_sem_wait(weft_sem *s);
 WEFT_API int weft_sem_trywait(weft_sem *s);        /* -EAGAIN */
-WEFT_API int weft_sem_post(weft_sem *s);           /* -EOVERFLOW */
+WEFT_API int weft_sem_post(weft_sem *s);           /* -EOVERFLOW past UINT_MAX */
 
 WEFT_API int weft_wg_init(weft_wg *w);
+/* Reusable once the count is back at zero, like Go's sync.WaitGroup. */
 WEFT_API int weft_wg_add(weft_wg *w, int delta);   /* -EINVAL if the count would go negative */
 WEFT_API int weft_wg_done(weft_wg *w);
 WEFT_API int weft_wg_wait(weft_wg *w);
