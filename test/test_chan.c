@@ -64,14 +64,14 @@ TEST(chan_fifo_4workers) { test_run_cfg(&four, main_fifo, NULL); }
 /* ---------------------------------------------------------- rendezvous */
 
 static atomic_int receiver_in_recv;
+static int received;   /* the receiver's buffer: the sender writes it */
 
 static void *late_receiver(void *arg)
 {
     weft_sleep(20000000);
-    int v = 0;
     atomic_store(&receiver_in_recv, 1);
-    ASSERT_EQ(weft_chan_recv(arg, &v), 0);
-    ASSERT_EQ(v, 42);
+    ASSERT_EQ(weft_chan_recv(arg, &received), 0);
+    ASSERT_EQ(received, 42);
     return NULL;
 }
 
@@ -84,6 +84,7 @@ static void *main_rendezvous(void *arg)
     ASSERT_EQ(weft_chan_trysend(c, &v), -EAGAIN);   /* nobody receiving yet */
     ASSERT_EQ(weft_chan_send(c, &v), 0);
     ASSERT_EQ(atomic_load(&receiver_in_recv), 1);   /* did not return before the receiver came */
+    ASSERT_EQ(received, 42);                        /* ... and had handed it the value */
     join_ok(f);
     weft_chan_free(c);
     return NULL;
