@@ -76,6 +76,13 @@ int  weft__stack_alloc(size_t size, weft__stack **out);
 /* The size class a request of size bytes gets (page multiple). */
 size_t weft__stack_class(size_t size);
 void weft__stack_free(weft__stack *s);
+/* Return the memory of up to max cached stacks beyond the hot reserve to
+ * the kernel; the number still over it. Called by idle workers. */
+size_t weft__stack_trim(size_t max);
+/* Call fn on every stack ever carved and not yet released, free or in
+ * use, under the allocator's lock: how the scheduler finds every fiber
+ * (their records sit at the top of their stacks) without keeping a list. */
+void weft__stack_each(void (*fn)(weft__stack *s, void *arg), void *arg);
 /* Unmap every stack of every pool (runtime teardown: all must be free). */
 void weft__stack_release_all(void);
 int  weft__stack_guard_mode(void);

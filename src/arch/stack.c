@@ -55,7 +55,7 @@
 
 #define GUARD_LEN ((size_t)16 << 10)      /* 4 pages: catches frames up to 16 KiB */
 #define SLAB_BYTES ((size_t)64 << 20)     /* address space reserved per slab */
-#define HOT_FREE 1024                     /* freed stacks kept fully resident per pool */
+#define HOT_FREE 1024                     /* freed stacks kept resident per pool (see trim) */
 #define CANARY 0x5a17c0de5a17c0deull
 #define CARVE_BATCH 32                    /* stacks prepared per trip to the kernel */
 #define PIDFD_SELF_ (-10000)              /* PIDFD_SELF: "this process" for pidfd calls */
@@ -71,8 +71,10 @@ struct weft__stack_pool {
     struct weft__stack_pool *next;
     size_t usable;          /* usable bytes per stack (page multiple) */
     size_t stride;          /* guard + usable */
-    weft__stack *free;      /* cached stacks, most recently freed first */
+    weft__stack *free;      /* cached stacks, resident, most recently freed first */
     size_t nfree;
+    weft__stack *cold;      /* cached stacks whose memory was given back (trim) */
+    size_t ncold;
     struct slab *slabs;
     char *carve, *carve_end;   /* unused part of the newest slab */
 };
@@ -321,6 +323,11 @@ int weft__stack_alloc(size_t size, weft__stack **out)
     if (s) {
         p->free = s->next;
         p->nfree--;
+    } else if ((s = p->cold)) {
+        p->cold = s->next;
+        p->ncold--;
+    }
+    if (s) {
         pthread_mutex_unlock(&lock);
         s->next = NULL;
         *out = s;
@@ -342,21 +349,78 @@ fail:
     return err;
 }
 
+/* Freeing only caches: giving memory back costs a system call now and a
+ * page fault at the next reuse, so it is left to weft__stack_trim, which
+ * idle workers call. */
 void weft__stack_free(weft__stack *s)
 {
     struct weft__stack_pool *p = s->pool;
     pthread_mutex_lock(&lock);
-    if (p->nfree >= HOT_FREE) {
-        /* Give the memory back but keep the address range (and the record
-         * in the top page) for reuse. Guards installed with madvise
-         * survive MADV_DONTNEED. */
-        char *keep = (char *)((uintptr_t)s & ~(uintptr_t)(page - 1));
-        if (keep > s->lo)
-            madvise(s->lo, (size_t)(keep - s->lo), MADV_DONTNEED);
-    }
     s->next = p->free;
     p->free = s;
     p->nfree++;
+    pthread_mutex_unlock(&lock);
+}
+
+/* Give back the memory of cached stacks beyond HOT_FREE per pool, at most
+ * max of them: all but the top page, which holds the stack's record, so
+ * the stack stays reusable. Guards installed with madvise survive
+ * MADV_DONTNEED. Returns how many stacks are still over the limit. */
+size_t weft__stack_trim(size_t max)
+{
+    enum { BATCH = CARVE_BATCH };
+    size_t done = 0, left = 0;
+    pthread_mutex_lock(&lock);
+    for (struct weft__stack_pool *p = pools; p; p = p->next) {
+        while (p->nfree > HOT_FREE && done < max) {
+            weft__stack *batch[BATCH];
+            size_t n = 0;
+            while (n < BATCH && p->nfree > HOT_FREE && done + n < max) {
+                batch[n] = p->free;
+                p->free = batch[n]->next;
+                p->nfree--;
+                n++;
+            }
+            pthread_mutex_unlock(&lock);
+            struct iovec iov[BATCH];
+            for (size_t i = 0; i < n; i++) {
+                char *keep = (char *)((uintptr_t)batch[i] & ~(uintptr_t)(page - 1));
+                iov[i].iov_base = batch[i]->lo;
+                iov[i].iov_len = (size_t)(keep - batch[i]->lo);
+            }
+            long r = -1;
+#if defined(SYS_process_madvise)
+            r = syscall(SYS_process_madvise, PIDFD_SELF_, iov, n, MADV_DONTNEED, 0);
+#endif
+            if (r < 0)
+                for (size_t i = 0; i < n; i++)
+                    madvise(iov[i].iov_base, iov[i].iov_len, MADV_DONTNEED);
+            pthread_mutex_lock(&lock);
+            for (size_t i = 0; i < n; i++) {
+                batch[i]->next = p->cold;
+                p->cold = batch[i];
+                p->ncold++;
+            }
+            done += n;
+        }
+        if (p->nfree > HOT_FREE)
+            left += p->nfree - HOT_FREE;
+    }
+    pthread_mutex_unlock(&lock);
+    return left;
+}
+
+void weft__stack_each(void (*fn)(weft__stack *s, void *arg), void *arg)
+{
+    pthread_mutex_lock(&lock);
+    for (struct weft__stack_pool *p = pools; p; p = p->next) {
+        bool newest = true;
+        for (struct slab *sl = p->slabs; sl; sl = sl->next, newest = false) {
+            char *end = newest ? p->carve : sl->base + sl->len;
+            for (char *g = sl->base; g + p->stride <= end; g += p->stride)
+                fn((weft__stack *)((uintptr_t)(g + p->stride - sizeof(weft__stack)) & ~(uintptr_t)63), arg);
+        }
+    }
     pthread_mutex_unlock(&lock);
 }
 

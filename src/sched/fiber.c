@@ -35,44 +35,34 @@
 
 void weft__sched_fiber_gone(void);
 
-#define STACK_CACHE_MAX 64
+#define STACK_CACHE_MAX 256   /* freed stacks a worker keeps for its next spawns */
 
 /* ---------------------------------------------------------- all fibers */
 
-static void list_add(struct weft__fiber_list *l, weft_fiber *f)
+/* There is no list of fibers: every record sits at the top of a stack, so
+ * walking the stacks finds them all, and spawn and exit touch nothing but
+ * the fiber itself. */
+static weft_fiber *fiber_of(weft__stack *s)
 {
-    weft__spin_lock(&l->lock);
-    f->all = l;
-    f->all_prev = NULL;
-    f->all_next = l->head;
-    if (l->head)
-        l->head->all_prev = f;
-    l->head = f;
-    weft__spin_unlock(&l->lock);
+    return (weft_fiber *)(((uintptr_t)s->hi - sizeof(weft_fiber)) & ~(uintptr_t)63);
 }
 
-static void list_remove(weft_fiber *f)
+struct each { void (*fn)(weft_fiber *, void *); void *arg; };
+
+static void each_stack(weft__stack *s, void *arg)
 {
-    struct weft__fiber_list *l = f->all;
-    weft__spin_lock(&l->lock);
-    if (f->all_prev)
-        f->all_prev->all_next = f->all_next;
-    else
-        l->head = f->all_next;
-    if (f->all_next)
-        f->all_next->all_prev = f->all_prev;
-    weft__spin_unlock(&l->lock);
+    struct each *e = arg;
+    weft_fiber *f = fiber_of(s);
+    int st = atomic_load_explicit(&f->state, memory_order_acquire);
+    if (st >= WEFT_F_RUNNABLE && st <= WEFT_F_DEAD &&
+        atomic_load_explicit(&f->magic, memory_order_relaxed) == WEFT_FIBER_MAGIC)
+        e->fn(f, e->arg);
 }
 
 void weft__each_fiber(void (*fn)(weft_fiber *, void *), void *arg)
 {
-    for (unsigned i = 0; i < weft__rt.n; i++) {
-        struct weft__fiber_list *l = &weft__rt.workers[i].all;
-        weft__spin_lock(&l->lock);
-        for (weft_fiber *f = l->head; f; f = f->all_next)
-            fn(f, arg);
-        weft__spin_unlock(&l->lock);
-    }
+    struct each e = { fn, arg };
+    weft__stack_each(each_stack, &e);
 }
 
 /* ------------------------------------------------------------ fiber-local */
@@ -215,13 +205,11 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
             return err;
     }
 
-    weft_fiber *f = (weft_fiber *)(((uintptr_t)s->hi - sizeof(weft_fiber)) & ~(uintptr_t)63);
-    /* Zero everything but the name, which gets one terminator: under 256
-     * bytes the compiler zeroes with wide stores, where a full memset's
-     * `rep stos` cost a third of a spawn. */
-    memset(f, 0, offsetof(weft_fiber, name));
+    weft_fiber *f = fiber_of(s);
+    /* Zero all but the header (published last, below) and the name (one
+     * terminator): under 256 bytes the compiler zeroes with wide stores. */
+    memset(&f->ctx, 0, offsetof(weft_fiber, name) - offsetof(weft_fiber, ctx));
     f->name[0] = 0;
-    f->magic = WEFT_FIBER_MAGIC;
     f->flags = flags;
     f->stack = s;
     f->fn = fn;
@@ -229,7 +217,6 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
     f->deadline = -1;
     f->timer.idx = SIZE_MAX;
     f->id = atomic_fetch_add_explicit(&weft__rt.next_id, 1, memory_order_relaxed);
-    atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_relaxed);
     if (attr && attr->name) {
         strncpy(f->name, attr->name, WEFT_NAME_MAX - 1);
         f->name[WEFT_NAME_MAX - 1] = 0;
@@ -242,7 +229,8 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
     f->tsan_fiber = san_tsan_create();
 
     atomic_fetch_add(&weft__rt.nlive, 1);
-    list_add(w ? &w->all : &weft__rt.workers[0].all, f);
+    atomic_store_explicit(&f->magic, WEFT_FIBER_MAGIC, memory_order_relaxed);
+    atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_release);   /* visible to walkers */
     if (w)
         atomic_fetch_add_explicit(&w->st.spawned, 1, memory_order_relaxed);
     if (out)
@@ -277,10 +265,8 @@ static void cancel_one(weft_fiber *f, void *arg)
 void weft__fiber_finish(weft__worker *w, weft_fiber *f)
 {
     atomic_fetch_add_explicit(&w->st.exited, 1, memory_order_relaxed);
-    list_remove(f);
-    if (f == weft__rt.main) {
+    if (f->flags & WEFT__MAIN) {
         weft__rt.main_ret = f->ret;
-        weft__rt.main = NULL;
         atomic_store(&weft__rt.cancel_all, 1);
         atomic_store(&weft__rt.main_done, 1);
         weft__each_fiber(cancel_one, NULL);

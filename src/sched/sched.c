@@ -241,54 +241,65 @@ void weft__fiber_entry_finish(weft_fiber *self)
 
 /* --------------------------------------------------------------- queues */
 
-static void global_put_list(weft_fiber *head, weft_fiber *tail, uint32_t n)
+/* The global queue is a growable circular array of fiber pointers rather
+ * than a list threaded through the fibers: taking a batch then reads one
+ * contiguous array instead of following a pointer into each fiber's record,
+ * each on its own stack page (a cache and TLB miss apiece: 16% of skynet's
+ * time with the list). */
+static void global_put_batch(weft_fiber *const *fs, uint32_t n)
 {
-    weft__lock_acquire(&weft__rt.glock);
-    tail->next = NULL;
-    if (weft__rt.gtail)
-        weft__rt.gtail->next = head;
-    else
-        weft__rt.ghead = head;
-    weft__rt.gtail = tail;
-    atomic_fetch_add(&weft__rt.gn, n);
-    weft__lock_release(&weft__rt.glock);
+    struct weft__rt *rt = &weft__rt;
+    weft__lock_acquire(&rt->glock);
+    if (rt->glen + n > rt->gcap) {
+        size_t cap = rt->gcap ? rt->gcap : 1024;
+        while (cap < rt->glen + n)
+            cap *= 2;
+        weft_fiber **b = malloc(cap * sizeof *b);
+        if (!b)
+            weft__panic(__FILE__, __LINE__, "out of memory for the global run queue");
+        for (size_t i = 0; i < rt->glen; i++)
+            b[i] = rt->gbuf[(rt->ghead + i) % rt->gcap];
+        free(rt->gbuf);
+        rt->gbuf = b;
+        rt->gcap = cap;
+        rt->ghead = 0;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        rt->gbuf[(rt->ghead + rt->glen + i) % rt->gcap] = fs[i];
+    rt->glen += n;
+    atomic_store(&rt->gn, (uint32_t)rt->glen);
+    weft__lock_release(&rt->glock);
 }
 
 /* Take a batch from the global queue into w's ring; return one to run. */
 static weft_fiber *global_get(weft__worker *w, uint32_t max)
 {
-    if (atomic_load_explicit(&weft__rt.gn, memory_order_relaxed) == 0)
+    struct weft__rt *rt = &weft__rt;
+    if (atomic_load_explicit(&rt->gn, memory_order_relaxed) == 0)
         return NULL;
-    weft__lock_acquire(&weft__rt.glock);
-    uint32_t n = atomic_load(&weft__rt.gn);
+    weft__lock_acquire(&rt->glock);
+    size_t n = rt->glen;
     if (n == 0) {
-        weft__lock_release(&weft__rt.glock);
+        weft__lock_release(&rt->glock);
         return NULL;
     }
     /* a fair share, leaving work for the others */
-    uint32_t take = n / weft__rt.n + 1;
+    size_t take = n / rt->n + 1;
     if (take > n)
         take = n;
     if (take > max)
         take = max;
-    if (take > RUNQ_SIZE / 2)
-        take = RUNQ_SIZE / 2;
-    weft_fiber *first = weft__rt.ghead;
-    weft__rt.ghead = first->next;
-    for (uint32_t i = 1; i < take; i++) {
-        weft_fiber *f = weft__rt.ghead;
-        weft__rt.ghead = f->next;
-        if (!runq_push(&w->rq, f)) {   /* cannot happen: callers have room */
-            f->next = weft__rt.ghead;
-            weft__rt.ghead = f;
-            take = i;
-            break;
-        }
-    }
-    if (!weft__rt.ghead)
-        weft__rt.gtail = NULL;
-    atomic_fetch_sub(&weft__rt.gn, take);
-    weft__lock_release(&weft__rt.glock);
+    if (take > RUNQ_SIZE - runq_len(&w->rq))
+        take = RUNQ_SIZE - runq_len(&w->rq);
+    if (take == 0)
+        take = 1;
+    weft_fiber *first = rt->gbuf[rt->ghead];
+    for (size_t i = 1; i < take; i++)
+        runq_push(&w->rq, rt->gbuf[(rt->ghead + i) % rt->gcap]);
+    rt->ghead = (rt->ghead + take) % rt->gcap;
+    rt->glen -= take;
+    atomic_store(&rt->gn, (uint32_t)rt->glen);
+    weft__lock_release(&rt->glock);
     return first;
 }
 
@@ -302,9 +313,7 @@ static void local_put(weft__worker *w, weft_fiber *f)
         if (n == 0)
             continue;   /* a thief made room */
         batch[n++] = f;
-        for (uint32_t i = 0; i + 1 < n; i++)
-            batch[i]->next = batch[i + 1];
-        global_put_list(batch[0], batch[n - 1], n);
+        global_put_batch(batch, n);
         return;
     }
 }
@@ -415,7 +424,7 @@ void weft__ready(weft_fiber *f)
     }
     if (WEFT_UNLIKELY(!w)) {
         /* a plain thread (blocking pool, user thread): any worker may take it */
-        global_put_list(f, f, 1);
+        global_put_batch(&f, 1);
         wakep();
         return;
     }
@@ -434,7 +443,7 @@ void weft__ready_new(weft_fiber *f, weft__worker *w)
         if (f->home) {
             inbox_put(f->home, f);
         } else {
-            global_put_list(f, f, 1);
+            global_put_batch(&f, 1);
             wakep();
         }
         return;
@@ -748,6 +757,7 @@ static void stop_spinning(weft__worker *w)
 }
 
 #define SPIN_NS 20000
+#define TRIM_BATCH 512   /* stacks trimmed per trip to idle */
 
 /* Spin up to SPIN_NS for work to appear. Returns true to look again: work
  * appeared, or a victim's next slot went untouched for the whole window
@@ -912,7 +922,12 @@ static weft_fiber *find_runnable(weft__worker *w)
              * permit is consumed by the next sleep, harmlessly. */
             continue;
         }
-        worker_sleep(w, sleep_timeout(w));
+        /* Idle time is when cached stacks beyond the hot reserve give
+         * their memory back; with more to do, sleep at most 10 ms. */
+        int64_t timeout = sleep_timeout(w);
+        if (weft__stack_trim(TRIM_BATCH) && (timeout < 0 || timeout > 10000000))
+            timeout = 10000000;
+        worker_sleep(w, timeout);
         weft__lock_acquire(&weft__rt.idle_lock);
         idle_remove_locked(w);   /* timed out, or woken by a targeted wake */
         weft__lock_release(&weft__rt.idle_lock);
@@ -1005,7 +1020,8 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     rt->debug_migrate = dm && *dm && strcmp(dm, "0") != 0;
     weft__lock_init(&rt->glock);
     weft__lock_init(&rt->idle_lock);
-    rt->ghead = rt->gtail = NULL;
+    rt->gbuf = NULL;
+    rt->gcap = rt->glen = rt->ghead = 0;
     atomic_store(&rt->gn, 0);
     rt->idle = NULL;
     atomic_store(&rt->nidle, 0);
@@ -1035,7 +1051,7 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     int err = weft_spawn(&mainf, &ma, main_fn, arg);
     if (err < 0)
         goto out;
-    rt->main = mainf;
+    mainf->flags |= WEFT__MAIN;   /* no worker runs yet: nobody reads it concurrently */
 
     unsigned started = 1;
     for (unsigned i = 1; i < n; i++) {
@@ -1073,6 +1089,8 @@ out:
     }
     weft__stack_release_all();
     weft__lock_destroy(&rt->glock);
+    free(rt->gbuf);
+    rt->gbuf = NULL;
     weft__lock_destroy(&rt->idle_lock);
     rt->workers = NULL;
     rt->n = 0;

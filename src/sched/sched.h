@@ -98,10 +98,13 @@ typedef struct weft__timer {
 #define WEFT_NAME_MAX 32
 
 struct weft_fiber {
+    /* Read by whoever walks the stacks looking for fibers (dump, cancel
+     * on exit), so spawn publishes them last, atomically, and zeroes
+     * only what follows. */
+    _Atomic uint32_t magic;         /* WEFT_FIBER_MAGIC once a fiber was spawned here */
+    _Atomic int state;              /* enum weft__fstate */
     weft__ctx ctx;                  /* saved stack pointer while suspended */
     _Atomic int on_cpu;             /* 1 from resume until its worker finished switching away */
-    uint32_t magic;
-    _Atomic int state;              /* enum weft__fstate (relaxed: for dumps and checks) */
     unsigned flags;                 /* WEFT_DETACHED, WEFT_PINNED */
     weft__worker *worker;           /* the worker it runs/ran on */
     weft__worker *home;             /* pinned: the only worker it may run on */
@@ -128,10 +131,6 @@ struct weft_fiber {
     void *(*fn)(void *);
     void *arg;
     void *ret;
-
-    /* all-fibers list of its spawning worker (weft_dump, cancel on exit) */
-    weft_fiber *all_prev, *all_next;
-    struct weft__fiber_list *all;
 
     void **fls;                     /* fiber-local values, lazily allocated */
     unsigned fls_len;
@@ -182,7 +181,10 @@ int  weft__worker_index(const weft__worker *w);
 bool weft__running(void);          /* a runtime is up */
 bool weft__debug_migrate(void);
 
-/* Visit every live fiber (dump, cancel-all); fn runs with list locks held. */
+/* Visit every fiber spawned and not yet freed (running, runnable, parked,
+ * or returned and not yet joined). fn runs under the stack allocator's
+ * lock, so it must not spawn or free; fields other than magic and state
+ * may be changing under it. */
 void weft__each_fiber(void (*fn)(weft_fiber *, void *), void *arg);
 
 /* ------------------------------------------------------- the poller hooks */
