@@ -54,7 +54,7 @@ static void run(unsigned workers, void *(*fn)(void *), void *arg)
 
 struct sky {
     weft_chan *out;
-    long num, size;
+    int64_t num, size;
 };
 
 static const weft_attr sky_attr = { .stack_size = 16 << 10, .flags = WEFT_DETACHED };
@@ -63,21 +63,21 @@ static void *skynet(void *arg)
 {
     struct sky *me = arg;
     weft_chan *out = me->out;
-    long num = me->num, size = me->size;   /* copied: the parent's frame holds *me */
+    int64_t num = me->num, size = me->size;   /* copied: the parent's frame holds *me */
     if (size == 1) {
         check(weft_chan_send(out, &num), "send");
         return NULL;
     }
-    weft_chan *rc = weft_chan_make(sizeof(long), 0);
+    weft_chan *rc = weft_chan_make(sizeof(int64_t), 0);
     if (!rc)
         die("weft_chan_make", -ENOMEM);
     struct sky kids[10];
-    long step = size / 10;
+    int64_t step = size / 10;
     for (int i = 0; i < 10; i++) {
         kids[i] = (struct sky){ rc, num + i * step, step };
         check(weft_spawn(NULL, &sky_attr, skynet, &kids[i]), "spawn");
     }
-    long sum = 0, v;
+    int64_t sum = 0, v;
     for (int i = 0; i < 10; i++) {
         check(weft_chan_recv(rc, &v), "recv");
         sum += v;
@@ -93,17 +93,17 @@ static double best_ns = 0;
 static void *main_skynet(void *arg)
 {
     for (int r = 0; r < RUNS; r++) {
-        weft_chan *c = weft_chan_make(sizeof(long), 0);
+        weft_chan *c = weft_chan_make(sizeof(int64_t), 0);
         struct sky root = { c, 0, 1000000 };
         uint64_t t0 = weft_now();
         check(weft_spawn(NULL, &sky_attr, skynet, &root), "spawn");
-        long sum;
+        int64_t sum;
         check(weft_chan_recv(c, &sum), "recv");
         double ns = (double)(weft_now() - t0);
         weft_chan_free(c);
-        printf("run %d: sum %ld in %.1f ms\n", r + 1, sum, ns / 1e6);
-        if (sum != 499999500000L) {
-            fprintf(stderr, "skynet: wrong sum %ld\n", sum);
+        printf("run %d: sum %lld in %.1f ms\n", r + 1, (long long)sum, ns / 1e6);
+        if (sum != 499999500000LL) {
+            fprintf(stderr, "skynet: wrong sum %lld\n", (long long)sum);
             exit(1);
         }
         if (r == 0 || ns < best_ns)

@@ -240,7 +240,7 @@ TEST(chan_free_with_waiters_aborts)
 /* Senders with deadlines and cancels against a slow receiver: every send
  * that returned 0 was received, every failed one was not. */
 #define NSEND 16
-static atomic_long sent_sum, sent_n;
+static atomic_llong sent_sum, sent_n;
 
 static void *flaky_sender(void *arg)
 {
@@ -271,7 +271,8 @@ static void *main_send_cancel(void *arg)
         weft_fiber *f[NSEND];
         for (int i = 0; i < NSEND; i++)
             spawn_ok(&f[i], flaky_sender, c);
-        long got_sum = 0, got_n = 0, v;
+        long long got_sum = 0, got_n = 0;
+        long v;
         for (int i = 0; i < 20000; i++) {
             int r;
             if (i % 5 == 0) {
@@ -455,7 +456,7 @@ TEST(select_block_4workers) { test_run_cfg(&four, main_select_block, NULL); }
 #define SELN 12
 #define SELF 16
 static weft_chan *selch[SELN];
-static atomic_long sel_sent, sel_got, sel_sent_n, sel_got_n;
+static atomic_llong sel_sent, sel_got, sel_sent_n, sel_got_n;
 static atomic_int sel_stop;
 
 static void *sel_sender(void *arg)
@@ -573,7 +574,7 @@ static weft_mutex smu = WEFT_MUTEX_INIT, tmu = WEFT_MUTEX_INIT;
 static weft_cond tcond = WEFT_COND_INIT;
 static weft_sem ssem = WEFT_SEM_INIT(SEM_UNITS);
 static long scounter, stokens;
-static atomic_long s_incr, s_sent, s_sent_n, s_got, s_got_n, s_prod, s_cons, s_cancels, s_done;
+static atomic_llong s_incr, s_sent, s_sent_n, s_got, s_got_n, s_prod, s_cons, s_cancels, s_done;
 static atomic_int s_stop, s_go;
 
 static unsigned next_rand(unsigned *seed)
@@ -596,8 +597,8 @@ static void *stress_fiber(void *arg)
 {
     uintptr_t id = (uintptr_t)arg;
     unsigned seed = (unsigned)id * 2654435761u + 1;
-    long v = (long)id << 20;
-    long incr = 0, sent = 0, sent_n = 0, got = 0, got_n = 0, prod = 0, cons = 0;
+    int64_t v = (int64_t)id << 20;
+    long long incr = 0, sent = 0, sent_n = 0, got = 0, got_n = 0, prod = 0, cons = 0;
     while (!atomic_load_explicit(&s_stop, memory_order_relaxed)) {
         unsigned x = next_rand(&seed);
         if (x % 16 == 0)
@@ -614,7 +615,7 @@ static void *stress_fiber(void *arg)
             break;
         }
         case 1: {   /* select-receive over three channels */
-            long a, b, c;
+            int64_t a, b, c;
             weft_case cs[] = { { sch[x % SCHANS], WEFT_RECV, &a, 0 },
                                { sch[(x >> 6) % SCHANS], WEFT_RECV, &b, 0 },
                                { sch[(x >> 12) % SCHANS], WEFT_RECV, &c, 0 } };
@@ -710,7 +711,7 @@ static void *main_stress(void *arg)
     if (secs <= 0)
         secs = 10.0;
     for (int i = 0; i < SCHANS; i++)
-        ASSERT((sch[i] = weft_chan_make(sizeof(long), i % 2 ? 0 : (size_t)i)) != NULL);
+        ASSERT((sch[i] = weft_chan_make(sizeof(int64_t), i % 2 ? 0 : (size_t)i)) != NULL);
     sf = calloc(SFIBERS, sizeof *sf);
     ASSERT(sf != NULL);
     weft_attr attr = { .stack_size = 32 << 10 };
@@ -727,7 +728,7 @@ static void *main_stress(void *arg)
     for (int i = 0; i < SFIBERS; i++)
         join_ok(sf[i]);
     ASSERT_EQ(atomic_load(&s_done), SFIBERS);
-    long v;
+    int64_t v;
     for (int i = 0; i < SCHANS; i++) {
         while (weft_chan_tryrecv(sch[i], &v) == 0) {
             atomic_fetch_add(&s_got, v);
@@ -735,7 +736,7 @@ static void *main_stress(void *arg)
         }
         weft_chan_free(sch[i]);
     }
-    printf("stress: %.1f s, %ld sends, %ld increments, %ld tokens, %ld cancels\n", secs,
+    printf("stress: %.1f s, %lld sends, %lld increments, %lld tokens, %lld cancels\n", secs,
            atomic_load(&s_sent_n), atomic_load(&s_incr), atomic_load(&s_prod),
            atomic_load(&s_cancels));
     ASSERT_GT(atomic_load(&s_sent_n), 0);
@@ -760,6 +761,10 @@ TEST_TIMEOUT(stress_100k_fibers_8workers, 120) { test_run_cfg(&eight, main_stres
 
 TEST_TIMEOUT(stress_100k_fibers_8workers_migrate, 120)
 {
+#ifdef _WIN32
+    _putenv_s("WEFT_DEBUG_MIGRATE", "1");
+#else
     setenv("WEFT_DEBUG_MIGRATE", "1", 1);   /* read by weft_run */
+#endif
     test_run_cfg(&eight, main_stress, NULL);
 }

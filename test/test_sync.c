@@ -184,7 +184,7 @@ TEST(mutex_cancel_deadline_4workers) { test_run_cfg(&four, main_mutex_cancel, NU
  * holders. */
 #define RACERS 32
 static weft_mutex rm = WEFT_MUTEX_INIT;
-static atomic_long race_ok, race_err;
+static atomic_llong race_ok, race_err;
 static atomic_int race_stop;
 
 static void *racer(void *arg)
@@ -423,7 +423,7 @@ static weft_mutex qm = WEFT_MUTEX_INIT;
 static weft_cond not_empty = WEFT_COND_INIT, not_full = WEFT_COND_INIT;
 static long q[QCAP];
 static int qhead, qlen, producers_left = NPROD;
-static atomic_long consumed_sum, consumed_n;
+static atomic_llong consumed_sum, consumed_n;
 
 static void *producer(void *arg)
 {
@@ -474,7 +474,7 @@ static void *main_prodcons(void *arg)
         join_ok(p[i]);
     for (int i = 0; i < NCONS; i++)
         join_ok(c[i]);
-    long n = (long)NPROD * PER_PROD;
+    long long n = (long long)NPROD * PER_PROD;
     ASSERT_EQ(atomic_load(&consumed_n), n);
     ASSERT_EQ(atomic_load(&consumed_sum), n * (n - 1) / 2);
     ASSERT_EQ(weft_cond_destroy(&not_empty), 0);
@@ -631,7 +631,7 @@ TEST(sem_basic) { test_run_cfg(&one, main_sem_basic, NULL); }
  * post either went to a waiter that returned 0 or stayed in the count. */
 #define SEMW 64
 static weft_sem cs = WEFT_SEM_INIT(0);
-static atomic_long sem_got;
+static atomic_llong sem_got;
 
 static void *sem_waiter(void *arg)
 {
