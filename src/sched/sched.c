@@ -134,7 +134,6 @@ int weft__worker_index(const weft__worker *w) { return w ? (int)w->idx : -1; }
 bool weft__running(void) { return atomic_load(&weft__rt.running) == 1; }
 bool weft__debug_migrate(void) { return weft__rt.debug_migrate; }
 
-
 void weft__spin_lock_slow(weft__spin *l)
 {
     for (unsigned spins = 0;; spins++) {
