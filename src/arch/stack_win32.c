@@ -46,11 +46,24 @@
  *
  * Windows reserves address space in 64 KiB units, so stacks are carved from
  * 64 MiB slabs (one VirtualAlloc reservation each), as stack.c does on Linux.
+ *
+ * Under Wine every guard region is a separate mapping of the host, two per
+ * stack, and Linux caps a process at vm.max_map_count mappings (65530 by
+ * default). Past that even changing a page's protection fails, so, as
+ * stack.c does with mprotect guards, we keep a budget: three quarters of the
+ * host's limit, two mappings per guarded stack. Beyond it (or if the system
+ * refuses a guard anyway) stacks fall back to stack.c's canary mode, said
+ * once on stderr: the whole stride committed read-write (neighbouring stacks
+ * merge into one mapping), and a pattern below lo that the scheduler checks
+ * at every switch away. Overflow is detected then, not prevented. Windows
+ * itself has no such limit.
  */
 #include "arch.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <winsock2.h>   /* before windows.h, as everywhere in weft */
@@ -59,6 +72,8 @@
 #define GUARD_LEN WEFT_STACK_GUARD_WIN32
 #define SLAB_BYTES ((size_t)64 << 20)     /* address space reserved per slab */
 #define HOT_FREE 1024                     /* freed stacks kept resident per pool (see trim) */
+#define CANARY 0x5a17c0de5a17c0deull
+#define CANARY_LEN 256                    /* bytes of pattern below lo in canary mode */
 
 struct slab {
     struct slab *next;
@@ -82,6 +97,24 @@ struct weft__stack_pool {
 static SRWLOCK lock = SRWLOCK_INIT;
 static struct weft__stack_pool *pools;
 static size_t page;
+static int mode = WEFT_GUARD_WIN32;   /* or WEFT_GUARD_CANARY, until the stacks are released */
+static long guard_budget = -1;        /* guarded stacks we may still carve; -1: not known yet */
+
+/* Under Wine, the host's mapping limit bounds the guarded stacks. */
+static long host_guard_budget(void)
+{
+    HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
+    if (!ntdll || !GetProcAddress(ntdll, "wine_get_version"))
+        return LONG_MAX;   /* Windows */
+    long max_maps = 65530;
+    FILE *fp = fopen("Z:\\proc\\sys\\vm\\max_map_count", "r");
+    if (fp) {
+        if (fscanf(fp, "%ld", &max_maps) != 1)
+            max_maps = 65530;
+        fclose(fp);
+    }
+    return (max_maps - max_maps / 4) / 2;
+}
 
 size_t weft__page_size(void)
 {
@@ -93,15 +126,44 @@ size_t weft__page_size(void)
     return page;
 }
 
-int weft__stack_guard_mode(void) { return WEFT_GUARD_WIN32; }
-const char *weft__stack_guard_name(void) { return "virtualalloc"; }
+int weft__stack_guard_mode(void) { return mode; }
 
-/* Every stack has a hardware guard (s->guard is set), so weft__stack_check
- * never asks for a canary. */
+const char *weft__stack_guard_name(void)
+{
+    return mode == WEFT_GUARD_CANARY ? "canary" : "virtualalloc";
+}
+
+/* Only the top of the canary zone is checked on the hot path: an overflow
+ * writes it first. Guarded stacks (s->guard set) never get here. */
 int weft__stack_check_canary(const weft__stack *s)
 {
-    (void)s;
+    const uint64_t *w = (const uint64_t *)(s->lo - 64);
+    for (int i = 0; i < 8; i++)
+        if (w[i] != CANARY)
+            return -1;
     return 0;
+}
+
+/* The usable part read-write, the guard region below it guard pages but
+ * its lowest page, which stays reserved: see the picture above. */
+static bool carve_guarded(char *g, size_t usable)
+{
+    char *lo = g + GUARD_LEN;
+    if (VirtualAlloc(lo, usable, MEM_COMMIT, PAGE_READWRITE) &&
+        VirtualAlloc(g + page, GUARD_LEN - page, MEM_COMMIT, PAGE_READWRITE | PAGE_GUARD))
+        return true;
+    VirtualFree(g + page, GUARD_LEN - page + usable, MEM_DECOMMIT);
+    return false;
+}
+
+static bool carve_canary(char *g, size_t usable)
+{
+    if (!VirtualAlloc(g, GUARD_LEN + usable, MEM_COMMIT, PAGE_READWRITE))
+        return false;
+    uint64_t *w = (uint64_t *)(g + GUARD_LEN - CANARY_LEN);
+    for (size_t i = 0; i < CANARY_LEN / 8; i++)
+        w[i] = CANARY;
+    return true;
 }
 
 static struct weft__stack_pool *pool_for(size_t usable)
@@ -169,11 +231,17 @@ int weft__stack_alloc(size_t size, weft__stack **out)
         goto fail;
     char *g = p->carve;
     char *lo = g + GUARD_LEN;
-    /* Commit the usable part, then the guard pages below it; the lowest
-     * page stays reserved: see the picture above. */
-    if (!VirtualAlloc(lo, usable, MEM_COMMIT, PAGE_READWRITE) ||
-        !VirtualAlloc(g + page, GUARD_LEN - page, MEM_COMMIT, PAGE_READWRITE | PAGE_GUARD)) {
-        VirtualFree(g + page, GUARD_LEN - page + usable, MEM_DECOMMIT);
+    if (guard_budget < 0)
+        guard_budget = host_guard_budget();
+    bool guarded = mode == WEFT_GUARD_WIN32 && guard_budget > 0 && carve_guarded(g, usable);
+    if (guarded) {
+        guard_budget--;
+    } else if (mode == WEFT_GUARD_WIN32) {
+        mode = WEFT_GUARD_CANARY;
+        fprintf(stderr, "weft: stack guards: canary (%s)\n", guard_budget > 0 ?
+                "the system refused a guard page" : "the host's mapping budget is spent");
+    }
+    if (!guarded && !carve_canary(g, usable)) {
         err = -ENOMEM;
         goto fail;
     }
@@ -183,7 +251,7 @@ int weft__stack_alloc(size_t size, weft__stack **out)
     s = (weft__stack *)((uintptr_t)(top - sizeof *s) & ~(uintptr_t)63);
     s->lo = lo;
     s->hi = (char *)s;
-    s->guard = g;
+    s->guard = guarded ? g : NULL;
     s->guard_len = GUARD_LEN;
     s->size = usable;
     s->vg_id = 0;
@@ -270,5 +338,7 @@ void weft__stack_release_all(void)
         }
         free(p);
     }
+    mode = WEFT_GUARD_WIN32;   /* every mapping is gone: start afresh */
+    guard_budget = -1;
     ReleaseSRWLockExclusive(&lock);
 }
