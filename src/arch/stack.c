@@ -29,7 +29,7 @@
  * become resident, so a 256 KiB stack that uses 4 KiB costs 4 KiB of RAM.
  */
 #define _GNU_SOURCE
-#include "arch.h"
+#include "stack_pool.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -56,28 +56,8 @@
 #define GUARD_LEN ((size_t)16 << 10)      /* 4 pages: catches frames up to 16 KiB */
 #define SLAB_BYTES ((size_t)64 << 20)     /* address space reserved per slab */
 #define HOT_FREE 1024                     /* freed stacks kept resident per pool (see trim) */
-#define CANARY 0x5a17c0de5a17c0deull
 #define CARVE_BATCH 32                    /* stacks prepared per trip to the kernel */
 #define PIDFD_SELF_ (-10000)              /* PIDFD_SELF: "this process" for pidfd calls */
-
-struct slab {
-    struct slab *next;
-    char *base;
-    size_t len;
-};
-
-/* All stacks of one size. */
-struct weft__stack_pool {
-    struct weft__stack_pool *next;
-    size_t usable;          /* usable bytes per stack (page multiple) */
-    size_t stride;          /* guard + usable */
-    weft__stack *free;      /* cached stacks, resident, most recently freed first */
-    size_t nfree;
-    weft__stack *cold;      /* cached stacks whose memory was given back (trim) */
-    size_t ncold;
-    struct slab *slabs;
-    char *carve, *carve_end;   /* unused part of the newest slab */
-};
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct weft__stack_pool *pools;
@@ -158,24 +138,11 @@ const char *weft__stack_guard_name(void)
     return "none";
 }
 
-static void fill_canary(char *g, size_t len)
-{
-    uint64_t *w = (uint64_t *)g;
-    for (size_t i = 0; i < len / 8; i++)
-        w[i] = CANARY;
-}
-
 int weft__stack_check_canary(const weft__stack *s)
 {
     if (mode != WEFT_GUARD_CANARY)
         return 0;
-    /* Only the top of the canary zone is checked on the hot path: an
-     * overflow writes it first. */
-    const uint64_t *w = (const uint64_t *)(s->lo - 64);
-    for (int i = 0; i < 8; i++)
-        if (w[i] != CANARY)
-            return -1;
-    return 0;
+    return weft__stack_canary_intact(s) ? 0 : -1;
 }
 
 /* Install the protection of one stack's guard region at g. Called with the
@@ -199,23 +166,8 @@ static int protect(char *g, size_t len, int *guarded)
         mode = WEFT_GUARD_CANARY;
         say_mode("vm.max_map_count budget exhausted");
     }
-    fill_canary(g, len);
+    weft__stack_fill_canary(g, len);
     return 0;
-}
-
-static struct weft__stack_pool *pool_for(size_t usable)
-{
-    for (struct weft__stack_pool *p = pools; p; p = p->next)
-        if (p->usable == usable)
-            return p;
-    struct weft__stack_pool *p = calloc(1, sizeof *p);
-    if (!p)
-        return NULL;
-    p->usable = usable;
-    p->stride = usable + GUARD_LEN;
-    p->next = pools;
-    pools = p;
-    return p;
 }
 
 static int grow(struct weft__stack_pool *p)
@@ -283,7 +235,7 @@ static int carve_batch(struct weft__stack_pool *p)
             }
         }
         /* The record lives in the top bytes of the stack it describes. */
-        weft__stack *s = (weft__stack *)((uintptr_t)(g + p->stride - sizeof *s) & ~(uintptr_t)63);
+        weft__stack *s = weft__stack_at(p, g);
         s->lo = g + GUARD_LEN;
         s->hi = (char *)s;
         s->guard = guarded ? g : NULL;
@@ -309,18 +261,11 @@ int weft__stack_alloc(size_t size, weft__stack **out)
     if (!mode)
         choose_mode();
     size_t usable = (size + page - 1) & ~(page - 1);
-    struct weft__stack_pool *p = pool_for(usable);
+    struct weft__stack_pool *p = weft__stack_pool_for(&pools, usable, GUARD_LEN);
     int err = -ENOMEM;
     if (!p)
         goto fail;
-    weft__stack *s = p->free;
-    if (s) {
-        p->free = s->next;
-        p->nfree--;
-    } else if ((s = p->cold)) {
-        p->cold = s->next;
-        p->ncold--;
-    }
+    weft__stack *s = weft__stack_pool_take(p);
     if (s) {
         pthread_mutex_unlock(&lock);
         s->next = NULL;
@@ -407,14 +352,7 @@ size_t weft__stack_trim(size_t max)
 void weft__stack_each(void (*fn)(weft__stack *s, void *arg), void *arg)
 {
     pthread_mutex_lock(&lock);
-    for (struct weft__stack_pool *p = pools; p; p = p->next) {
-        bool newest = true;
-        for (struct slab *sl = p->slabs; sl; sl = sl->next, newest = false) {
-            char *end = newest ? p->carve : sl->base + sl->len;
-            for (char *g = sl->base; g + p->stride <= end; g += p->stride)
-                fn((weft__stack *)((uintptr_t)(g + p->stride - sizeof(weft__stack)) & ~(uintptr_t)63), arg);
-        }
-    }
+    weft__stack_pools_each(pools, fn, arg);
     pthread_mutex_unlock(&lock);
 }
 
@@ -433,7 +371,7 @@ void weft__stack_release_all(void)
             char *end = newest ? p->carve : sl->base + sl->len;
             size_t carved = 0;
             for (char *g = sl->base; g + p->stride <= end; g += p->stride, carved++) {
-                weft__stack *st = (weft__stack *)((uintptr_t)(g + p->stride - sizeof *st) & ~(uintptr_t)63);
+                weft__stack *st = weft__stack_at(p, g);
                 VALGRIND_STACK_DEREGISTER(st->vg_id);
             }
             if (mode != WEFT_GUARD_MADVISE)

@@ -1,9 +1,71 @@
 /*
- * The parts of the stack contract (arch.h) that are arithmetic on a stack
- * already carved, the same on every system: stack.c (Linux) and
- * stack_win32.c (Windows) carve, protect and cache; this file measures.
+ * What the stack allocators share on every system: stack.c (Linux) and
+ * stack_win32.c (Windows) reserve, protect and give memory back; the pools
+ * they keep, the walk over their slabs, the canary and the arithmetic on a
+ * carved stack are here (stack_pool.h).
  */
-#include "arch.h"
+#include "stack_pool.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+
+struct weft__stack_pool *weft__stack_pool_for(struct weft__stack_pool **pools, size_t usable,
+                                              size_t guard_len)
+{
+    for (struct weft__stack_pool *p = *pools; p; p = p->next)
+        if (p->usable == usable)
+            return p;
+    struct weft__stack_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->usable = usable;
+    p->stride = usable + guard_len;
+    p->next = *pools;
+    *pools = p;
+    return p;
+}
+
+weft__stack *weft__stack_pool_take(struct weft__stack_pool *p)
+{
+    weft__stack *s = p->free;
+    if (s) {
+        p->free = s->next;
+        p->nfree--;
+    } else if ((s = p->cold)) {
+        p->cold = s->next;
+        p->ncold--;
+    }
+    return s;
+}
+
+void weft__stack_pools_each(struct weft__stack_pool *pools, void (*fn)(weft__stack *s, void *arg),
+                            void *arg)
+{
+    for (struct weft__stack_pool *p = pools; p; p = p->next) {
+        bool newest = true;
+        for (struct slab *sl = p->slabs; sl; sl = sl->next, newest = false) {
+            char *end = newest ? p->carve : sl->base + sl->len;
+            for (char *g = sl->base; g + p->stride <= end; g += p->stride)
+                fn(weft__stack_at(p, g), arg);
+        }
+    }
+}
+
+void weft__stack_fill_canary(char *g, size_t len)
+{
+    uint64_t *w = (uint64_t *)g;
+    for (size_t i = 0; i < len / 8; i++)
+        w[i] = WEFT_STACK_CANARY;
+}
+
+bool weft__stack_canary_intact(const weft__stack *s)
+{
+    const uint64_t *w = (const uint64_t *)(s->lo - 64);
+    for (int i = 0; i < 8; i++)
+        if (w[i] != WEFT_STACK_CANARY)
+            return false;
+    return true;
+}
 
 size_t weft__stack_class(size_t size)
 {

@@ -58,7 +58,7 @@
  * at every switch away. Overflow is detected then, not prevented. Windows
  * itself has no such limit.
  */
-#include "arch.h"
+#include "stack_pool.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -72,27 +72,7 @@
 #define GUARD_LEN WEFT_STACK_GUARD_WIN32
 #define SLAB_BYTES ((size_t)64 << 20)     /* address space reserved per slab */
 #define HOT_FREE 1024                     /* freed stacks kept resident per pool (see trim) */
-#define CANARY 0x5a17c0de5a17c0deull
 #define CANARY_LEN 256                    /* bytes of pattern below lo in canary mode */
-
-struct slab {
-    struct slab *next;
-    char *base;
-    size_t len;
-};
-
-/* All stacks of one size. */
-struct weft__stack_pool {
-    struct weft__stack_pool *next;
-    size_t usable;          /* usable bytes per stack (page multiple) */
-    size_t stride;          /* guard + usable */
-    weft__stack *free;      /* cached stacks, most recently freed first */
-    size_t nfree;
-    weft__stack *cold;      /* cached stacks whose memory was given back by trim */
-    size_t ncold;
-    struct slab *slabs;
-    char *carve, *carve_end;   /* unused part of the newest slab */
-};
 
 static SRWLOCK lock = SRWLOCK_INIT;
 static struct weft__stack_pool *pools;
@@ -137,11 +117,7 @@ const char *weft__stack_guard_name(void)
  * writes it first. Guarded stacks (s->guard set) never get here. */
 int weft__stack_check_canary(const weft__stack *s)
 {
-    const uint64_t *w = (const uint64_t *)(s->lo - 64);
-    for (int i = 0; i < 8; i++)
-        if (w[i] != CANARY)
-            return -1;
-    return 0;
+    return weft__stack_canary_intact(s) ? 0 : -1;
 }
 
 /* The usable part read-write, the guard region below it guard pages but
@@ -160,25 +136,8 @@ static bool carve_canary(char *g, size_t usable)
 {
     if (!VirtualAlloc(g, GUARD_LEN + usable, MEM_COMMIT, PAGE_READWRITE))
         return false;
-    uint64_t *w = (uint64_t *)(g + GUARD_LEN - CANARY_LEN);
-    for (size_t i = 0; i < CANARY_LEN / 8; i++)
-        w[i] = CANARY;
+    weft__stack_fill_canary(g + GUARD_LEN - CANARY_LEN, CANARY_LEN);
     return true;
-}
-
-static struct weft__stack_pool *pool_for(size_t usable)
-{
-    for (struct weft__stack_pool *p = pools; p; p = p->next)
-        if (p->usable == usable)
-            return p;
-    struct weft__stack_pool *p = calloc(1, sizeof *p);
-    if (!p)
-        return NULL;
-    p->usable = usable;
-    p->stride = usable + GUARD_LEN;
-    p->next = pools;
-    pools = p;
-    return p;
 }
 
 static int grow(struct weft__stack_pool *p)
@@ -209,18 +168,11 @@ int weft__stack_alloc(size_t size, weft__stack **out)
         return -EINVAL;
     size_t usable = weft__stack_class(size);
     AcquireSRWLockExclusive(&lock);
-    struct weft__stack_pool *p = pool_for(usable);
+    struct weft__stack_pool *p = weft__stack_pool_for(&pools, usable, GUARD_LEN);
     int err = -ENOMEM;
     if (!p)
         goto fail;
-    weft__stack *s = p->free;
-    if (s) {
-        p->free = s->next;
-        p->nfree--;
-    } else if ((s = p->cold)) {
-        p->cold = s->next;
-        p->ncold--;
-    }
+    weft__stack *s = weft__stack_pool_take(p);
     if (s) {
         ReleaseSRWLockExclusive(&lock);
         s->next = NULL;
@@ -247,8 +199,7 @@ int weft__stack_alloc(size_t size, weft__stack **out)
     }
     p->carve += p->stride;
     /* The record lives in the top bytes of the stack it describes. */
-    char *top = g + p->stride;
-    s = (weft__stack *)((uintptr_t)(top - sizeof *s) & ~(uintptr_t)63);
+    s = weft__stack_at(p, g);
     s->lo = lo;
     s->hi = (char *)s;
     s->guard = guarded ? g : NULL;
@@ -313,14 +264,7 @@ size_t weft__stack_trim(size_t max)
 void weft__stack_each(void (*fn)(weft__stack *s, void *arg), void *arg)
 {
     AcquireSRWLockExclusive(&lock);
-    for (struct weft__stack_pool *p = pools; p; p = p->next) {
-        bool newest = true;
-        for (struct slab *sl = p->slabs; sl; sl = sl->next, newest = false) {
-            char *end = newest ? p->carve : sl->base + sl->len;
-            for (char *g = sl->base; g + p->stride <= end; g += p->stride)
-                fn((weft__stack *)((uintptr_t)(g + p->stride - sizeof(weft__stack)) & ~(uintptr_t)63), arg);
-        }
-    }
+    weft__stack_pools_each(pools, fn, arg);
     ReleaseSRWLockExclusive(&lock);
 }
 

@@ -1,0 +1,58 @@
+/*
+ * Private to the stack allocators (stack.c on Linux, stack_win32.c on
+ * Windows): the bookkeeping they share. Each system carves, protects and
+ * gives memory back its own way; the pools, the slabs they are carved from,
+ * where a stack's record sits and the canary pattern are the same.
+ */
+#ifndef WEFT_STACK_POOL_H
+#define WEFT_STACK_POOL_H
+
+#include "arch.h"
+
+#include <stdbool.h>
+
+#define WEFT_STACK_CANARY 0x5a17c0de5a17c0deull
+
+/* One reservation of address space that stacks are carved from. */
+struct slab {
+    struct slab *next;
+    char *base;
+    size_t len;
+};
+
+/* All stacks of one size. */
+struct weft__stack_pool {
+    struct weft__stack_pool *next;
+    size_t usable;          /* usable bytes per stack (page multiple) */
+    size_t stride;          /* guard + usable */
+    weft__stack *free;      /* cached stacks, resident, most recently freed first */
+    size_t nfree;
+    weft__stack *cold;      /* cached stacks whose memory was given back (trim) */
+    size_t ncold;
+    struct slab *slabs;
+    char *carve, *carve_end;   /* unused part of the newest slab */
+};
+
+/* stack_common.c; the callers hold their allocator's lock. */
+
+/* The pool of stacks of usable bytes in *pools, made on first use. */
+struct weft__stack_pool *weft__stack_pool_for(struct weft__stack_pool **pools, size_t usable,
+                                              size_t guard_len);
+/* A cached stack of p, a resident one first; NULL if none. */
+weft__stack *weft__stack_pool_take(struct weft__stack_pool *p);
+/* The record of the stack carved at g (its guard region's start): the
+ * top bytes of the stack, 64-byte aligned. */
+static inline weft__stack *weft__stack_at(const struct weft__stack_pool *p, char *g)
+{
+    return (weft__stack *)((uintptr_t)(g + p->stride - sizeof(weft__stack)) & ~(uintptr_t)63);
+}
+/* fn on every stack carved from pools' slabs (the newest slab only up to
+ * its carve point). */
+void weft__stack_pools_each(struct weft__stack_pool *pools, void (*fn)(weft__stack *s, void *arg),
+                            void *arg);
+void weft__stack_fill_canary(char *g, size_t len);
+/* Is the top of the pattern below s->lo intact? An overflow writes it
+ * first, so that is all the hot path checks. */
+bool weft__stack_canary_intact(const weft__stack *s);
+
+#endif
