@@ -68,44 +68,6 @@ static void *deep(void *arg)
     return (void *)(intptr_t)(arg ? recurse_big(NULL, 0) : recurse(NULL, 0));
 }
 
-static void *spawn_deep(void *arg)
-{
-    weft_attr a = { .stack_size = 64 << 10, .name = "deep" };
-    weft_fiber *f;
-    ASSERT_EQ(weft_spawn(&f, &a, deep, arg), 0);
-    weft_join(f, NULL);
-    return NULL;
-}
-
-static void overflow_child(void *arg)
-{
-    weft_config cfg = { .workers = 2 };
-    test_run_cfg(&cfg, spawn_deep, arg);
-}
-
-static void check_overflow(void *big)
-{
-    if (skip_under_valgrind())
-        return;
-    char out[4096];
-    int st = test_child(overflow_child, big, out, sizeof out);
-    check_died_of_fault(st, out);
-    ASSERT_CONTAINS(out, "\"deep\" overflowed its stack of ");
-    ASSERT_CONTAINS(out, "guard page hit at 0x");
-}
-
-TEST(crash_stack_overflow_names_the_fiber)
-{
-    check_overflow(NULL);
-}
-
-static const char big_frames[] = "big";
-
-TEST(crash_stack_overflow_big_frames_names_the_fiber)
-{
-    check_overflow((void *)big_frames);
-}
-
 static volatile uintptr_t bad_address = 16;
 
 static void *bad_pointer(void *arg)
@@ -114,27 +76,65 @@ static void *bad_pointer(void *arg)
     return (void *)(intptr_t)*p;
 }
 
-static void *spawn_bad(void *arg)
+/* A fiber that faults, named, on a 64 KiB stack, on two workers. Static,
+ * so that test_child can hand it to a re-run child on Windows. */
+struct crash { const char *name; void *(*fn)(void *); void *arg; };
+
+static void *spawn_crasher(void *arg)
 {
-    weft_attr a = { .name = "bad" };
+    const struct crash *c = arg;
+    weft_attr a = { .stack_size = 64 << 10, .name = c->name };
     weft_fiber *f;
-    ASSERT_EQ(weft_spawn(&f, &a, bad_pointer, arg), 0);
+    ASSERT_EQ(weft_spawn(&f, &a, c->fn, c->arg), 0);
     weft_join(f, NULL);
     return NULL;
 }
 
-static void bad_pointer_child(void *arg)
+static void crash_child(void *arg)
 {
-    test_run(spawn_bad, arg);
+    weft_config cfg = { .workers = 2 };
+    test_run_cfg(&cfg, spawn_crasher, arg);
+}
+
+/* Run c in a child; 0 if skipped, else 1 with its output in out. */
+static int run_crash(const struct crash *c, char *out, size_t outsz)
+{
+    if (skip_under_valgrind())
+        return 0;
+    int st = test_child(crash_child, (void *)c, out, outsz);
+    check_died_of_fault(st, out);
+    return 1;
+}
+
+static const char big_frames[] = "big";
+static const struct crash small_overflow = { "deep", deep, NULL };
+static const struct crash big_overflow = { "deep", deep, (void *)big_frames };
+static const struct crash bad_access = { "bad", bad_pointer, NULL };
+
+static void check_overflow(const struct crash *c)
+{
+    char out[4096];
+    if (!run_crash(c, out, sizeof out))
+        return;
+    ASSERT_CONTAINS(out, "\"deep\" overflowed its stack of ");
+    ASSERT_CONTAINS(out, "guard page hit at 0x");
+}
+
+TEST(crash_stack_overflow_names_the_fiber)
+{
+    check_overflow(&small_overflow);
+}
+
+TEST(crash_stack_overflow_big_frames_names_the_fiber)
+{
+    check_overflow(&big_overflow);
 }
 
 TEST(crash_bad_pointer_names_the_fiber)
 {
-    if (skip_under_valgrind())
-        return;
     char out[4096];
-    int st = test_child(bad_pointer_child, NULL, out, sizeof out);
-    check_died_of_fault(st, out);
+    if (!run_crash(&bad_access, out, sizeof out))
+        return;
     ASSERT_CONTAINS(out, "\"bad\" crashed: ");
     ASSERT_CONTAINS(out, " at 0x10");
     ASSERT(!strstr(out, "overflowed"));
