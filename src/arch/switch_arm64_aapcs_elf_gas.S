@@ -123,6 +123,10 @@ weft__ctx_switch:
     ldr     x10, [x1]
     mov     sp, x10                 /* to->sp:   from here on we run the other one */
 
+    ldp     x29, x30, [sp, #0xa0]   /* its fp and return address, first: the ret's
+                                       target resolves while the rest loads */
+    .cfi_restore x29
+    .cfi_restore x30
     ldr     x10, [sp, #0x00]        /* its FPCR; x9 still holds the one in force */
     cmp     x10, x9
     b.eq    1f                      /* equal (the usual case): skip the costly write */
@@ -155,9 +159,6 @@ weft__ctx_switch:
     ldp     x27, x28, [sp, #0x90]
     .cfi_restore x27
     .cfi_restore x28
-    ldp     x29, x30, [sp, #0xa0]   /* the other context's fp and return address */
-    .cfi_restore x29
-    .cfi_restore x30
     add     sp, sp, #0xb0
     .cfi_def_cfa_offset 0
     mov     x0, x2                  /* arg becomes the resumed call's return value */
