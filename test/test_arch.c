@@ -224,7 +224,7 @@ TEST(arch_callee_saved_registers)
     unsigned bad = 0;
     for (int i = 0; i < 100; i++)
         bad |= regs_roundtrip(&main_ctx, &rc, 0x10000 + (uint64_t)i * 64);
-    weft__ctx_switch(&main_ctx.c, &rc.c, NULL);   /* let it finish */
+    rswitch(&main_ctx, &rc, NULL);   /* let it finish */
     if (bad || fiber_bad)
         test_fail(__FILE__, __LINE__, "clobbered (" REGS_NAMES "): main %#x, fiber %#x",
                   bad, fiber_bad);
