@@ -202,7 +202,9 @@ check-ubsan:
 # valgrind: no sanitizer, -O1 keeps it fast enough; the runner scales timeouts.
 check-valgrind: deps-quiet
 	$(MAKE) BUILD=build/valgrind OPT=-O1 tests
-	WEFT_TEST_TIME_SCALE=20 WEFT_TEST_HEAVY=0 build/valgrind/test/weft-test --wrap "valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --suppressions=test/valgrind.supp" $(TEST_ARGS)
+	WEFT_TEST_TIME_SCALE=20 WEFT_TEST_HEAVY=0 valgrind -q --error-exitcode=99 --leak-check=full \
+	    --errors-for-leak-kinds=definite --suppressions=test/valgrind.supp \
+	    build/valgrind/test/weft-test $(TEST_ARGS)
 
 # qemu-user runs the arm64 binary with the multiarch libraries of this system
 # (-L /: /lib/ld-linux-aarch64.so.1 and /usr/lib/aarch64-linux-gnu, where
@@ -227,8 +229,9 @@ check-all:
 bench: all
 	bash bench/run.sh $(BUILD)
 
+# The network demo (tools/demo.sh) when the I/O examples exist; the fiber demo before.
 demo: deps-quiet all
-	bash tools/demo.sh $(BUILD)
+	@if [ -f tools/demo.sh ]; then bash tools/demo.sh $(BUILD); else $(BUILD)/examples/fibers; fi
 
 # ------------------------------------------------------------------ deps
 # Debian packages the build and the matrix use. Installed only when missing.
