@@ -12,6 +12,12 @@
 
 #include <stdint.h>
 
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
+
 /* ------------------------------------------------ a context, announced */
 
 /* The raw tests switch by hand, so they tell the sanitizers themselves,
@@ -313,6 +319,12 @@ TEST(arch_fp_control_per_context)
     printf("no FP control check for this CPU\n");
     return;
 #endif
+    if (RUNNING_ON_VALGRIND) {
+        /* valgrind's CPU emulates round-to-nearest only and drops the x87
+         * precision bits: it cannot keep what this test checks. */
+        printf("skipped under valgrind\n");
+        return;
+    }
     struct fpctl saved = fp_get();
     fp_set(fp_main);
     rmake(&fc, fp_fn);
