@@ -98,13 +98,13 @@ static void overflow_child(void *arg)
     weft_run(&cfg, overflow_main, NULL, NULL);
 }
 
-/* Killed by SIGSEGV. Under ASan or UBSan the sanitizer's own SIGSEGV
- * handler runs after ours (we hand the fault back to the previous handler)
- * and exits with status 1 instead of dying of the signal; our message, if
- * any, comes first all the same. */
+/* Killed by SIGSEGV. Under a sanitizer, its own SIGSEGV handler runs
+ * after ours (we hand the fault back to the previous handler) and exits
+ * with its exit code (1 for ASan and UBSan, 66 for TSan) instead of dying
+ * of the signal; our message, if any, comes first all the same. */
 static int died_of_segv(int st, const char *out)
 {
-    return st == -SIGSEGV || (st == 1 && strstr(out, "Sanitizer") &&
+    return st == -SIGSEGV || (st > 0 && strstr(out, "Sanitizer") &&
                               (strstr(out, "SEGV") || strstr(out, "stack-overflow")));
 }
 
