@@ -3,10 +3,13 @@
  * in the same process, and the costs around it: spawn + join of an empty
  * fiber on one worker (warm stack cache) and a stack allocate + free.
  *
- *   bench_switch [switch | fcontext | spawn_join_1w | stack_alloc_free]...
+ *   bench_switch [switch | fcontext | spawn_join_1w | stack_alloc_free | mmap_stack]...
  *
  * With no argument it runs them all and prints the ratio of the two
- * switches. Each case is the best of 5 runs (the least disturbed by the
+ * switches. The peers: Boost's switch for ours; the issue's budget of
+ * 100 ns for spawn + join (spawn_join_budget); for the stack allocator,
+ * what a guarded stack costs without one: mmap, an mprotect guard, munmap
+ * (mmap_stack_alloc_free). Each case is the best of 5 runs (the least disturbed by the
  * rest of the machine). Output: "RESULT <case> <value> <unit>".
  */
 #define _GNU_SOURCE
@@ -17,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 /* Boost.Context's assembly fcontext, declared as in switch_fcontext.c. */
@@ -128,6 +132,21 @@ static double run_stack(void)
     return (now_ns() - t0) / ALLOCS;
 }
 
+/* The peer of the allocator: a guarded stack made and unmade by hand. */
+static double run_mmap_stack(void)
+{
+    size_t guard = 16 << 10, len = WEFT_STACK_DEFAULT + guard;
+    double t0 = now_ns();
+    for (long i = 0; i < ALLOCS / 10; i++) {
+        char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED || mprotect(p, guard, PROT_NONE) < 0)
+            abort();
+        munmap(p, len);
+    }
+    return (now_ns() - t0) / (ALLOCS / 10);
+}
+
 static double best(double (*fn)(void))
 {
     double b = 1e30;
@@ -163,9 +182,13 @@ int main(int argc, char **argv)
     }
     if (ours > 0 && boost > 0)
         printf("RESULT switch_vs_fcontext %.3f ratio\n", ours / boost);
-    if (want(argc, argv, "spawn_join_1w"))
+    if (want(argc, argv, "spawn_join_1w")) {
         printf("RESULT spawn_join_1w %.1f ns/op\n", best(run_spawn_join));
+        printf("RESULT spawn_join_budget 100 ns/op\n");
+    }
     if (want(argc, argv, "stack_alloc_free"))
         printf("RESULT stack_alloc_free %.1f ns/op\n", best(run_stack));
+    if (want(argc, argv, "mmap_stack"))
+        printf("RESULT mmap_stack_alloc_free %.1f ns/op\n", best(run_mmap_stack));
     return 0;
 }
