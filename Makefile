@@ -193,7 +193,8 @@ check-fcontext:
 
 check-asan:
 	$(MAKE) CC=clang SAN=asan BUILD=build/asan check
-# TSan keeps a shadow state of its own per fiber: a million of them do not fit.
+# TSan maps a trace of its own per fiber (256 KiB each): a million of them do not
+# fit ("ThreadSanitizer failed to allocate ... TracePart"), so the heavy test skips.
 check-tsan:
 	$(MAKE) CC=clang SAN=tsan BUILD=build/tsan TEST_RUN="env WEFT_TEST_HEAVY=0" check
 check-ubsan:

@@ -353,7 +353,7 @@ TEST_TIMEOUT(stack_million_fibers, 600)
 {
     const char *heavy = getenv("WEFT_TEST_HEAVY");
     if (heavy && !strcmp(heavy, "0")) {
-        printf("skipped: WEFT_TEST_HEAVY=0 (valgrind, qemu and TSan are too slow or too big for it)\n");
+        printf("skipped: WEFT_TEST_HEAVY=0 (valgrind and qemu are too slow for it, TSan runs out of memory)\n");
         return;
     }
     test_run(million_main, NULL);
