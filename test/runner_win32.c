@@ -25,6 +25,8 @@
  */
 #include "runner.h"
 
+#include <fcntl.h>
+#include <io.h>
 #include <signal.h>
 #include <windows.h>
 
@@ -167,8 +169,13 @@ void runner_child_main(int argc, char **argv)
     /* No error dialogs for crashing children (inherited by them): a crash
      * must be an exit code, not a hang. */
     SetErrorMode(SEM_FAILCRITICALERRORS | SEM_NOGPFAULTERRORBOX | SEM_NOOPENFILEERRORBOX);
-    if (argc >= 2 && (!strcmp(argv[1], "--run") || !strcmp(argv[1], "--child")))
+    if (argc >= 2 && (!strcmp(argv[1], "--run") || !strcmp(argv[1], "--child"))) {
         SetUnhandledExceptionFilter(die_quietly);
+        /* Output exactly as written (no \r added before \n), as on POSIX:
+         * tests compare what children print. */
+        _setmode(_fileno(stdout), _O_BINARY);
+        _setmode(_fileno(stderr), _O_BINARY);
+    }
     if (argc >= 3 && !strcmp(argv[1], "--run")) {
         setvbuf(stdout, NULL, _IONBF, 0);
         for (size_t i = 0; i < ntests; i++) {

@@ -183,8 +183,14 @@ int weft__stack_alloc(size_t size, weft__stack **out)
         goto fail;
     char *g = p->carve;
     char *lo = g + GUARD_LEN;
-    if (guard_budget < 0)
+    if (guard_budget < 0) {
         guard_budget = host_guard_budget();
+        const char *env = getenv("WEFT_STACK_GUARD");
+        if (env && !strcmp(env, "canary")) {   /* as on Linux: for tests */
+            mode = WEFT_GUARD_CANARY;
+            fprintf(stderr, "weft: stack guards: canary (forced by WEFT_STACK_GUARD)\n");
+        }
+    }
     bool guarded = mode == WEFT_GUARD_WIN32 && guard_budget > 0 && carve_guarded(g, usable);
     if (guarded) {
         guard_budget--;
