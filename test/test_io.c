@@ -17,6 +17,7 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MS 1000000ull
@@ -740,4 +741,122 @@ IO_TEST(io_accept_emfile_backs_off)
     rl.rlim_cur = 48;
     ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
     test_run(main_emfile, NULL);
+}
+
+/* ------------------------------------------------ 10,000 connections */
+
+/* The clients run in a forked process with a runtime of their own: each
+ * process then holds 10,000 fds, within the usual hard RLIMIT_NOFILE. */
+enum { MANY = 10000 };
+static _Atomic int many_up, many_open, many_peak;
+
+static void *many_client(void *arg)
+{
+    uint16_t port = (uint16_t)(uintptr_t)arg;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(fd >= 0);
+    struct sockaddr_in a = io_addr(port);
+    ASSERT_EQ(weft_connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    uint64_t v = (uint64_t)fd * 2654435761u, back = 0;
+    write_full(fd, &v, sizeof v);
+    read_full(fd, &back, sizeof back);
+    ASSERT_EQ(back, v);
+    atomic_fetch_add(&many_up, 1);
+    /* hold the connection until main cancels us: all MANY are open at once */
+    char c;
+    ASSERT_EQ(weft_read(fd, &c, 1), -ECANCELED);
+    struct linger lg = { 1, 0 };   /* no TIME_WAIT left behind on loopback */
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    ASSERT_EQ(weft_close(fd), 0);
+    return NULL;
+}
+
+static void *main_many_clients(void *arg)
+{
+    static weft_fiber *f[MANY];
+    weft_attr at = { .stack_size = 32 * 1024 };
+    for (int i = 0; i < MANY; i++)
+        ASSERT_EQ(weft_spawn(&f[i], &at, many_client, arg), 0);
+    for (int i = 0; i < 60000 && atomic_load(&many_up) < MANY; i++)
+        weft_sleep(MS);
+    ASSERT_EQ(atomic_load(&many_up), MANY);
+    for (int i = 0; i < MANY; i++)
+        weft_cancel(f[i]);
+    for (int i = 0; i < MANY; i++)
+        ASSERT_EQ(weft_join(f[i], NULL), 0);
+    return NULL;
+}
+
+static void *counted_echo(void *arg)
+{
+    int n = atomic_fetch_add(&many_open, 1) + 1;
+    int p = atomic_load(&many_peak);
+    while (n > p && !atomic_compare_exchange_weak(&many_peak, &p, n))
+        ;
+    echo_conn(arg);
+    atomic_fetch_sub(&many_open, 1);
+    return NULL;
+}
+
+static void *wait_child(void *arg)
+{
+    int st;
+    pid_t pid = (pid_t)(intptr_t)arg;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    return (void *)(intptr_t)st;
+}
+
+static void *counting_acceptor(void *arg);
+
+static void *main_many_server(void *arg)
+{
+    struct server *s = arg;
+    pid_t pid = (pid_t)(intptr_t)s->acceptor;
+    weft_fiber *acc;
+    ASSERT_EQ(weft_spawn(&acc, NULL, counting_acceptor, s), 0);
+    void *st;
+    ASSERT_EQ(weft_blocking(wait_child, (void *)(intptr_t)pid, &st), 0);   /* parks, not the worker */
+    ASSERT(WIFEXITED((intptr_t)st) && WEXITSTATUS((intptr_t)st) == 0);
+    for (int i = 0; i < 10000 && atomic_load(&many_open) > 0; i++)
+        weft_sleep(MS);
+    ASSERT_EQ(atomic_load(&many_open), 0);
+    ASSERT_EQ(atomic_load(&many_peak), MANY);
+    weft_cancel(acc);
+    weft_join(acc, NULL);
+    weft_close(s->lfd);
+    return NULL;
+}
+
+static _Atomic int counted;
+
+static void *counting_acceptor(void *arg)
+{
+    struct server *s = arg;
+    for (;;) {
+        int fd = weft_accept(s->lfd, NULL, NULL);
+        if (fd < 0)
+            break;
+        atomic_fetch_add(&counted, 1);
+        ASSERT_EQ(weft_spawn(NULL, &(weft_attr){ .stack_size = 32 * 1024, .flags = WEFT_DETACHED },
+                             counted_echo, (void *)(intptr_t)fd), 0);
+    }
+    return NULL;
+}
+
+IO_TEST_TIMEOUT(io_ten_thousand_connections, 120)
+{
+    ASSERT_EQ(io_raise_nofile(MANY + 500), 0);
+    struct server s;
+    s.lfd = io_listen(4096, &s.port);
+    fflush(stdout);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        close(s.lfd);
+        test_run(main_many_clients, (void *)(uintptr_t)s.port);
+        _exit(0);
+    }
+    s.acceptor = (weft_fiber *)(intptr_t)pid;   /* smuggled to main */
+    test_run(main_many_server, &s);
 }
