@@ -1,0 +1,189 @@
+/*
+ * http_hello: an HTTP/1.1 keep-alive server that answers every request with
+ * the same 14-byte body. One fiber per connection, plain blocking code;
+ * pipelined requests are answered in one write, partial reads are kept.
+ *
+ *   http_hello [port] [bind-address]       default 8080 127.0.0.1
+ *
+ * SIGUSR1 prints a line of statistics (connections, live fibers, requests);
+ * SIGINT / SIGTERM stop it cleanly. Signals arrive through a signalfd read
+ * by a fiber: weft_read parks on it like on a socket.
+ */
+#define _GNU_SOURCE
+#include <weft.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/signalfd.h>
+
+static const char RESPONSE[] =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\nHello, World!\n";
+#define RESPONSE_LEN (sizeof RESPONSE - 1)
+
+static _Atomic long conns, requests, fibers = 1;   /* main */
+static int lfd = -1;
+
+/* Body length and keep-alive of the request whose header ends at end. */
+static void header_info(const char *h, const char *end, size_t *body, int *close_after)
+{
+    *body = 0;
+    *close_after = 0;
+    for (const char *line = h; line < end;) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        if (!eol)
+            break;
+        size_t len = (size_t)(eol - line);
+        if (len > 15 && strncasecmp(line, "Content-Length:", 15) == 0)
+            *body = strtoul(line + 15, NULL, 10);
+        else if (len > 11 && strncasecmp(line, "Connection:", 11) == 0 &&
+                 memmem(line, len, "close", 5))
+            *close_after = 1;
+        line = eol + 1;
+    }
+}
+
+static void *serve(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char buf[8192], out[8192];
+    size_t have = 0, skip = 0;   /* skip: body bytes still to discard */
+    int done = 0;
+    atomic_fetch_add(&conns, 1);
+    while (!done) {
+        ssize_t n = weft_read(fd, buf + have, sizeof buf - have);
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+        size_t pos = 0, nout = 0;
+        for (;;) {
+            if (skip) {
+                size_t k = skip < have - pos ? skip : have - pos;
+                pos += k;
+                skip -= k;
+                if (skip)
+                    break;
+            }
+            char *end = memmem(buf + pos, have - pos, "\r\n\r\n", 4);
+            if (!end)
+                break;
+            size_t body;
+            int close_after;
+            header_info(buf + pos, end + 2, &body, &close_after);   /* with the last CRLF */
+            pos = (size_t)(end + 4 - buf);
+            skip = body;
+            if (nout + RESPONSE_LEN > sizeof out) {   /* flush a long pipeline */
+                if (weft_write(fd, out, nout) != (ssize_t)nout)
+                    goto out;
+                nout = 0;
+            }
+            memcpy(out + nout, RESPONSE, RESPONSE_LEN);
+            nout += RESPONSE_LEN;
+            atomic_fetch_add_explicit(&requests, 1, memory_order_relaxed);
+            if (close_after) {
+                done = 1;
+                break;
+            }
+        }
+        for (size_t off = 0; off < nout;) {
+            ssize_t w = weft_write(fd, out + off, nout - off);
+            if (w < 0)
+                goto out;
+            off += (size_t)w;
+        }
+        memmove(buf, buf + pos, have - pos);
+        have -= pos;
+        if (have == sizeof buf)
+            break;   /* a header larger than our buffer: not for this server */
+    }
+out:
+    weft_close(fd);
+    atomic_fetch_sub(&conns, 1);
+    atomic_fetch_sub(&fibers, 1);
+    return NULL;
+}
+
+static void *signals(void *arg)
+{
+    int sfd = (int)(intptr_t)arg;
+    struct signalfd_siginfo si;
+    while (weft_read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGUSR1) {
+            printf("stats conns=%ld fibers=%ld requests=%ld\n", atomic_load(&conns),
+                   atomic_load(&fibers), atomic_load(&requests));
+            fflush(stdout);
+            continue;
+        }
+        weft_close(lfd);   /* SIGINT/SIGTERM: the acceptor wakes with -EBADF */
+        break;
+    }
+    weft_close(sfd);
+    atomic_fetch_sub(&fibers, 1);
+    return NULL;
+}
+
+struct opts { int port; const char *addr; int sfd; };
+
+static void *server(void *arg)
+{
+    struct opts *o = arg;
+    lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)o->port) };
+    if (inet_pton(AF_INET, o->addr, &sa.sin_addr) != 1 ||
+        bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 4096) < 0) {
+        perror("http_hello: bind/listen");
+        return (void *)1;
+    }
+    atomic_fetch_add(&fibers, 1);
+    weft_spawn(NULL, &(weft_attr){ .name = "signals", .flags = WEFT_DETACHED }, signals,
+               (void *)(intptr_t)o->sfd);
+    printf("http_hello: listening on %s:%d (io: %s)\n", o->addr, o->port, weft_io_backend());
+    fflush(stdout);
+    for (;;) {
+        int fd = weft_accept(lfd, NULL, NULL);
+        if (fd < 0)
+            break;   /* closed by the signal fiber, or cancelled */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        atomic_fetch_add(&fibers, 1);
+        weft_attr a = { .stack_size = 64 * 1024, .flags = WEFT_DETACHED };
+        if (weft_spawn(NULL, &a, serve, (void *)(intptr_t)fd) < 0) {
+            atomic_fetch_sub(&fibers, 1);
+            weft_close(fd);
+        }
+    }
+    printf("http_hello: stopping after %ld requests\n", atomic_load(&requests));
+    return NULL;   /* weft_run cancels the connections still open */
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = { argc > 1 ? atoi(argv[1]) : 8080, argc > 2 ? argv[2] : "127.0.0.1", -1 };
+    if (o.port <= 0 || o.port > 65535) {
+        fprintf(stderr, "usage: %s [port] [bind-address]\n", argv[0]);
+        return 2;
+    }
+    /* Blocked here, the signals are inherited by the workers and read
+     * from the signalfd only. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    o.sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    void *ret = NULL;
+    int r = weft_run(NULL, server, &o, &ret);
+    if (r < 0) {
+        fprintf(stderr, "http_hello: weft_run: %s\n", strerror(-r));
+        return 1;
+    }
+    return ret ? 1 : 0;
+}
