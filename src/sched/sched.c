@@ -56,8 +56,8 @@
  *   at once. A worker that finds nothing at all goes idle:
  *
  *     idle side                              submit side (ready/spawn)
- *     push self on rt.idle, nidle++          put fiber on a queue
- *     if spinning: nspinning--               ---- seq_cst fence ----
+ *     if spinning: nspinning--               put fiber on a queue
+ *     push self on rt.idle, nidle++          ---- seq_cst fence ----
  *     ---- seq_cst fence ----                if nidle > 0 and nspinning == 0:
  *     look at every queue again                 nspinning := 1 (CAS)
  *     if any work: leave rt.idle, spin          pop an idle worker, wake it
@@ -831,18 +831,20 @@ static weft_fiber *find_runnable(weft__worker *w)
         if (w->spinning && weft__rt.n > 1 && (f = steal_work(w)))
             goto found;
 
-        /* Go idle: announce it, then look once more (see the protocol). */
+        /* Go idle: stop spinning, announce it, then look once more (see
+         * the protocol). Spinning ends before the push: once on rt.idle, a
+         * waker may pop us and hand us its spinning count (w->spinning),
+         * which we must not mistake for our own. */
+        if (w->spinning) {
+            w->spinning = false;
+            atomic_fetch_sub(&weft__rt.nspinning, 1);
+        }
         weft__lock_acquire(&weft__rt.idle_lock);
         w->idle = true;
         w->idle_next = weft__rt.idle;
         weft__rt.idle = w;
         atomic_fetch_add(&weft__rt.nidle, 1);
         weft__lock_release(&weft__rt.idle_lock);
-        bool was_spinning = w->spinning;
-        if (was_spinning) {
-            w->spinning = false;
-            atomic_fetch_sub(&weft__rt.nspinning, 1);
-        }
         atomic_thread_fence(memory_order_seq_cst);
         if (any_work(w) || atomic_load(&weft__rt.shutdown)) {
             weft__lock_acquire(&weft__rt.idle_lock);
