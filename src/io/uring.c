@@ -128,8 +128,11 @@ static void uring_wake(void)
 /* One CQE for an operation: record the result and wake its fiber. */
 static weft_fiber *complete(weft__io_op *op, int res)
 {
+    /* Acquire: pairs with the release in uring_io. The record was written
+     * before the submit and reaches us through the kernel, which neither
+     * the compiler nor ThreadSanitizer can see. */
+    weft_fiber *f = __atomic_load_n(&op->fiber, __ATOMIC_ACQUIRE), *woke = NULL;
     struct weft__fd *rec = op->rec;
-    weft_fiber *f = op->fiber, *woke = NULL;
     weft__lock_acquire(&rec->lock);
     op->res = res;
     op->done = true;
@@ -257,9 +260,9 @@ static long uring_io(weft__io_op *op)
             return r;
     }
     weft_fiber *self = weft__cur_fiber();
-    op->fiber = self;
     op->done = op->closed = false;
     op->res = 0;
+    __atomic_store_n(&op->fiber, self, __ATOMIC_RELEASE);   /* see complete() */
     int events = weft__io_op_events(op);
 
     /* Link, prepare and submit under rec->lock: weft_close (which holds it)
