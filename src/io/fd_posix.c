@@ -80,7 +80,9 @@ void weft__fd_table_free(void)
 
 void weft__fd_link(struct weft__fd *rec, weft__io_op *op)
 {
-    op->rec = rec;
+    /* op->rec was set by the caller before the operation was published
+     * (io_uring's poller reads it without the lock) */
+    weft__assert(op->rec == rec);
     op->prev = NULL;
     op->next = rec->ops;
     if (rec->ops)
