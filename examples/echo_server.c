@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <string.h>
 
 static void *serve(void *arg)
@@ -70,6 +71,12 @@ int main(int argc, char **argv)
     if (o.port <= 0 || o.port > 65535) {
         fprintf(stderr, "usage: %s [port] [bind-address]\n", argv[0]);
         return 2;
+    }
+    /* one fd per connection: allow as many as the hard limit does */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
     }
     void *ret = NULL;
     int r = weft_run(NULL, server, &o, &ret);
