@@ -141,6 +141,12 @@ static void print_output(FILE *f)
         fwrite(buf, 1, n, stdout);
 }
 
+/* File-scope so that they stay reachable in the children, whose exit()
+ * runs the leak checkers over everything the test itself allocated. */
+static char **names;
+static size_t *sel;
+static struct running *run;
+
 int main(int argc, char **argv)
 {
     int list = 0;
@@ -148,9 +154,6 @@ int main(int argc, char **argv)
     const char *env_jobs = getenv("WEFT_TEST_JOBS");
     if (env_jobs)
         jobs = atol(env_jobs);
-    /* static: still reachable when a test child exit()s, so LeakSanitizer
-     * reports the test's leaks, not the runner's */
-    static char **names;
     names = calloc((size_t)argc + 1, sizeof *names);
     int nnames = 0;
     for (int i = 1; i < argc; i++) {
@@ -165,7 +168,6 @@ int main(int argc, char **argv)
         jobs = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1;
     qsort(tests, ntests, sizeof *tests, cmp_test);
 
-    static size_t *sel;
     sel = calloc(ntests + 1, sizeof *sel);
     size_t nsel = 0;
     for (size_t i = 0; i < ntests; i++) {
@@ -183,7 +185,6 @@ int main(int argc, char **argv)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     double scale = test_time_scale();
-    static struct running *run;
     run = calloc((size_t)jobs, sizeof *run);
     size_t next = 0, done = 0, passed = 0, failed = 0;
     long active = 0;
