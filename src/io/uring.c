@@ -151,6 +151,10 @@ static int uring_poll(weft__worker *w, int64_t timeout_ns)
         int r = io_uring_wait_cqe_timeout(&ring, &cqe, timeout_ns < 0 ? NULL : &ts);
         if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY)
             weft__panic(__FILE__, __LINE__, "io_uring_wait_cqe failed");
+    } else if (io_uring_cq_has_overflow(&ring)) {
+        /* completions the full CQ could not take wait in the kernel
+         * (IORING_FEAT_NODROP); a blocking wait flushes them, a look must ask */
+        io_uring_get_events(&ring);
     }
     int n = 0;
     bool rearm = false;
@@ -191,6 +195,8 @@ static void prep(struct io_uring_sqe *sqe, weft__io_op *op)
 {
     bool sock = op->rec->socket;
     int fd = op->fd;
+    if (op->len > 0x7ffff000)
+        op->len = 0x7ffff000;   /* read(2)'s own limit; SQE lengths are 32-bit */
     switch (op->kind) {
     case WEFT_IO_READ:
         io_uring_prep_read(sqe, fd, op->buf, (unsigned)op->len, (uint64_t)-1);
