@@ -91,8 +91,8 @@ static int classify(struct weft__fd *rec, int fd)
     if (fstat(fd, &st) < 0)
         return -errno;
     if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode)) {
-        rec->cls = WEFT_FD_FILE;
         rec->socket = false;
+        __atomic_store_n(&rec->cls, WEFT_FD_FILE, __ATOMIC_RELEASE);   /* read unlocked */
         return 0;
     }
     int fl = fcntl(fd, F_GETFL);
@@ -101,7 +101,7 @@ static int classify(struct weft__fd *rec, int fd)
     if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -errno;
     rec->socket = S_ISSOCK(st.st_mode);
-    rec->cls = WEFT_FD_POLL;
+    __atomic_store_n(&rec->cls, WEFT_FD_POLL, __ATOMIC_RELEASE);
     return 0;
 }
 
@@ -115,7 +115,7 @@ static struct weft__fd *fd_ready(int fd, int *err)
     }
     if (WEFT_UNLIKELY(__atomic_load_n(&rec->cls, __ATOMIC_ACQUIRE) == WEFT_FD_UNKNOWN)) {
         weft__lock_acquire(&rec->lock);
-        *err = rec->cls == WEFT_FD_UNKNOWN ? classify(rec, fd) : 0;
+        *err = __atomic_load_n(&rec->cls, __ATOMIC_RELAXED) == WEFT_FD_UNKNOWN ? classify(rec, fd) : 0;
         weft__lock_release(&rec->lock);
         if (*err < 0)
             return NULL;
@@ -141,7 +141,7 @@ static long run(weft__io_op *op)
     if (!rec)
         return err;
     op->rec = rec;
-    if (rec->cls == WEFT_FD_FILE && !b->files) {
+    if (__atomic_load_n(&rec->cls, __ATOMIC_RELAXED) == WEFT_FD_FILE && !b->files) {
         void *ret;
         err = weft__pool_run(file_job, op, &ret, false, NULL);
         return err < 0 ? err : (long)(intptr_t)ret;
@@ -319,7 +319,7 @@ int weft_close(int fd)
         weft__lock_acquire(&rec->lock);
     if (rec) {
         b->close(rec, fd);
-        rec->cls = WEFT_FD_UNKNOWN;
+        __atomic_store_n(&rec->cls, WEFT_FD_UNKNOWN, __ATOMIC_RELAXED);
         rec->socket = false;
         __atomic_add_fetch(&rec->rseq, 1, __ATOMIC_RELEASE);
         __atomic_add_fetch(&rec->wseq, 1, __ATOMIC_RELEASE);

@@ -260,7 +260,7 @@ static void cancel_locked(weft__io_op *op)
 static long uring_io(weft__io_op *op)
 {
     struct weft__fd *rec = op->rec;
-    if (rec->cls == WEFT_FD_POLL) {
+    if (__atomic_load_n(&rec->cls, __ATOMIC_RELAXED) == WEFT_FD_POLL) {
         long r = weft__io_try(op);
         if (r != -EAGAIN)
             return r;
