@@ -134,15 +134,6 @@ int weft__worker_index(const weft__worker *w) { return w ? (int)w->idx : -1; }
 bool weft__running(void) { return atomic_load(&weft__rt.running) == 1; }
 bool weft__debug_migrate(void) { return weft__rt.debug_migrate; }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ volatile("yield");
-#endif
-}
-
 void weft__spin_lock_slow(weft__spin *l)
 {
     for (unsigned spins = 0;; spins++) {
@@ -150,7 +141,7 @@ void weft__spin_lock_slow(weft__spin *l)
             !atomic_exchange_explicit(&l->v, 1, memory_order_acquire))
             return;
         if (spins < 100)
-            cpu_relax();
+            weft__cpu_relax();
         else
             weft__os_yield();
     }
@@ -178,7 +169,7 @@ static void run_fiber(weft__worker *w, weft_fiber *f)
     if (WEFT_UNLIKELY(atomic_load_explicit(&f->on_cpu, memory_order_acquire))) {
         for (unsigned spins = 0; atomic_load_explicit(&f->on_cpu, memory_order_acquire); spins++) {
             if (spins < 64)
-                cpu_relax();
+                weft__cpu_relax();
             else
                 weft__os_yield();   /* its worker may have been preempted */
         }
@@ -418,6 +409,25 @@ static void inbox_put(weft__worker *w, weft_fiber *f)
         wake_worker(w);
 }
 
+/* Put f in w's next slot, where w runs it as soon as its current fiber
+ * parks or yields. Another worker is woken only if that pushed an older
+ * fiber onto the ring, where it can be stolen: waking one for the next
+ * slot would cost a futex system call per wake-up (a sender readying its
+ * receiver, a spawner its child) for a worker that finds nothing, since
+ * next slots are left to their owners (steal_work). Tokio's LIFO slot
+ * makes the same choice. If the current fiber then runs on for long, a
+ * spinning worker takes the next slot after SPIN_NS (spin_for_work) and
+ * the watchdog after its threshold. */
+static void put_next(weft__worker *w, weft_fiber *f)
+{
+    weft_fiber *old = runq_put_next(&w->rq, f);
+    if (old) {
+        local_put(w, old);
+        if (!atomic_load_explicit(&w->in_poll, memory_order_relaxed))
+            wakep();   /* a worker in the poller wakes others when it returns */
+    }
+}
+
 void weft__ready(weft_fiber *f)
 {
     weft__worker *w = weft__cur_worker();
@@ -436,11 +446,7 @@ void weft__ready(weft_fiber *f)
         wakep();
         return;
     }
-    weft_fiber *old = runq_put_next(&w->rq, f);
-    if (old)
-        local_put(w, old);
-    if (!atomic_load_explicit(&w->in_poll, memory_order_relaxed))
-        wakep();
+    put_next(w, f);
 }
 
 /* A new fiber from spawn: like ready, but it has no previous worker. */
@@ -457,10 +463,7 @@ void weft__ready_new(weft_fiber *f, weft__worker *w)
         return;
     }
     f->worker = w;
-    weft_fiber *old = runq_put_next(&w->rq, f);
-    if (old)
-        local_put(w, old);
-    wakep();
+    put_next(w, f);
 }
 
 void weft__yield(weft_fiber *self)
@@ -789,7 +792,7 @@ static bool spin_for_work(weft__worker *w, weft__worker **stuck)
     uint64_t until = weft__now() + SPIN_NS;
     do {
         for (int i = 0; i < 64; i++)
-            cpu_relax();
+            weft__cpu_relax();
         if (any_work(w) || atomic_load_explicit(&weft__rt.shutdown, memory_order_relaxed))
             return true;
     } while (weft__now() < until);
