@@ -861,3 +861,36 @@ IO_TEST_TIMEOUT(io_ten_thousand_connections, 120)
     s.acceptor = (weft_fiber *)(intptr_t)pid;   /* smuggled to main */
     test_run(main_many_server, &s);
 }
+
+/* ------------------------------------------- io_uring forbidden: fallback */
+
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+/* Make io_uring_setup fail with EPERM, as a container's seccomp profile does. */
+static void forbid_io_uring(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = { .len = sizeof f / sizeof f[0], .filter = f };
+    ASSERT_EQ(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+    ASSERT_EQ(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+}
+
+TEST(io_uring_forbidden_falls_back_to_epoll)
+{
+    forbid_io_uring();
+    unsetenv("WEFT_IO");
+    ASSERT_STR_EQ((const char *)test_run(main_backend_name, NULL), "epoll");
+    test_run(main_half_close, NULL);   /* and works */
+    setenv("WEFT_IO", "uring", 1);     /* asked for by name: the error is reported */
+    ASSERT_EQ(weft_run(NULL, main_backend_name, NULL, NULL), -EPERM);
+}
