@@ -178,7 +178,7 @@ static void run_fiber(weft__worker *w, weft_fiber *f)
     f->worker = w;
     atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
     w->cur = f;
-    atomic_fetch_add_explicit(&w->st.switches, 1, memory_order_relaxed);
+    weft__stat_add(w->st.switches, 1);
     errno = f->saved_errno;
 
     san_asan_start(&w->asan_fake, f->stack->lo, (size_t)(f->stack->hi - f->stack->lo));
@@ -363,6 +363,8 @@ static bool idle_remove_locked(weft__worker *w)
 /* Wake one idle worker to look for work, unless someone already looks. */
 static void wakep(void)
 {
+    if (weft__rt.n == 1)
+        return;   /* nobody to wake, and no fence to pay for it */
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&weft__rt.nidle, memory_order_relaxed) == 0)
         return;
@@ -607,8 +609,9 @@ static int fire_timers(weft__worker *v, uint64_t now, bool try)
             f->wunlink(f);
         weft__ready(f);
     }
-    if (n)
-        atomic_fetch_add_explicit(&v->st.timers_fired, (uint64_t)n, memory_order_relaxed);
+    weft__worker *me = weft__cur_worker();
+    if (n && me)
+        weft__stat_add(me->st.timers_fired, (uint64_t)n);   /* counted by who fired them */
     return n;
 }
 
@@ -695,7 +698,7 @@ int weft__wait_park(weft_fiber *self, int64_t timeout)
         armed = true;
     }
     self->wsince = weft__now_coarse();   /* for weft_dump: ms resolution is plenty */
-    atomic_fetch_add_explicit(&self->worker->st.parks, 1, memory_order_relaxed);
+    weft__stat_add(self->worker->st.parks, 1);
     weft__switch_out(self, WEFT_POST_PARK);
     if (armed)
         weft__timer_disarm(self);
@@ -759,8 +762,8 @@ static weft_fiber *steal_work(weft__worker *w, weft__worker *take_next)
             uint32_t got = runq_grab(&v->rq, batch, v == take_next);
             if (got == 0)
                 continue;
-            atomic_fetch_add_explicit(&w->st.steals, 1, memory_order_relaxed);
-            atomic_fetch_add_explicit(&w->st.stolen, got, memory_order_relaxed);
+            weft__stat_add(w->st.steals, 1);
+            weft__stat_add(w->st.stolen, got);
             weft_fiber *f = batch[got - 1];
             if (got > 1)
                 runq_push_batch(&w->rq, batch, got - 1);
@@ -854,7 +857,7 @@ static void worker_sleep(weft__worker *w, int64_t timeout)
         atomic_store(&w->in_poll, 1);
         int got = 0;
         if (!atomic_load(&w->permit)) {
-            atomic_fetch_add_explicit(&w->st.polls, 1, memory_order_relaxed);
+            weft__stat_add(w->st.polls, 1);
             got = p->poll(w, timeout);
         }
         atomic_store(&w->in_poll, 0);
