@@ -16,15 +16,9 @@
  * Try it:  chat_server & (in two terminals) nc 127.0.0.1 7001
  */
 #define _GNU_SOURCE
-#include <weft.h>
+#include "example.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
 
 #define LINE_MAX_ 512
 #define OUT_QUEUE 64
@@ -139,25 +133,14 @@ out:
     return NULL;
 }
 
-struct opts { int port; const char *addr; };
-
 static void *server(void *arg)
 {
-    struct opts *o = arg;
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)o->port) };
-    if (inet_pton(AF_INET, o->addr, &sa.sin_addr) != 1 ||
-        bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 1024) < 0) {
-        perror("chat_server: bind/listen");
+    int lfd = example_listen(arg, 1024);
+    if (lfd < 0)
         return (void *)1;
-    }
     hub_chan = weft_chan_make(sizeof(struct event), 256);
     weft_fiber *h;
     weft_spawn(&h, &(weft_attr){ .name = "hub" }, hub, NULL);
-    printf("chat_server: listening on %s:%d (io: %s)\n", o->addr, o->port, weft_io_backend());
-    fflush(stdout);
     for (unsigned id = 1;; id++) {
         int fd = weft_accept(lfd, NULL, NULL);
         if (fd < 0)
@@ -185,21 +168,6 @@ static void *server(void *arg)
 
 int main(int argc, char **argv)
 {
-    struct opts o = { argc > 1 ? atoi(argv[1]) : 7001, argc > 2 ? argv[2] : "127.0.0.1" };
-    if (o.port <= 0 || o.port > 65535) {
-        fprintf(stderr, "usage: %s [port] [bind-address]\n", argv[0]);
-        return 2;
-    }
-    struct rlimit rl;   /* one fd per client */
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    void *ret = NULL;
-    int r = weft_run(NULL, server, &o, &ret);
-    if (r < 0) {
-        fprintf(stderr, "chat_server: weft_run: %s\n", strerror(-r));
-        return 1;
-    }
-    return ret ? 1 : 0;
+    struct example_opts o;
+    return example_args(&o, "chat_server", 7001, argc, argv) ?: example_run(&o, server);
 }

@@ -6,14 +6,7 @@
  *
  * Try it:  echo_server 7000 & printf 'hello\n' | nc -q1 127.0.0.1 7000
  */
-#include <weft.h>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/resource.h>
-#include <string.h>
+#include "example.h"
 
 static void *serve(void *arg)
 {
@@ -35,22 +28,11 @@ out:
     return NULL;
 }
 
-struct opts { int port; const char *addr; };
-
 static void *server(void *arg)
 {
-    struct opts *o = arg;
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)o->port) };
-    if (inet_pton(AF_INET, o->addr, &sa.sin_addr) != 1 ||
-        bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 4096) < 0) {
-        perror("echo_server: bind/listen");
+    int lfd = example_listen(arg, 4096);
+    if (lfd < 0)
         return (void *)1;
-    }
-    printf("echo_server: listening on %s:%d (io: %s)\n", o->addr, o->port, weft_io_backend());
-    fflush(stdout);
     for (;;) {
         int fd = weft_accept(lfd, NULL, NULL);
         if (fd < 0) {
@@ -67,22 +49,6 @@ static void *server(void *arg)
 
 int main(int argc, char **argv)
 {
-    struct opts o = { argc > 1 ? atoi(argv[1]) : 7000, argc > 2 ? argv[2] : "127.0.0.1" };
-    if (o.port <= 0 || o.port > 65535) {
-        fprintf(stderr, "usage: %s [port] [bind-address]\n", argv[0]);
-        return 2;
-    }
-    /* one fd per connection: allow as many as the hard limit does */
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    void *ret = NULL;
-    int r = weft_run(NULL, server, &o, &ret);
-    if (r < 0) {
-        fprintf(stderr, "echo_server: weft_run: %s\n", strerror(-r));
-        return 1;
-    }
-    return ret ? 1 : 0;
+    struct example_opts o;
+    return example_args(&o, "echo_server", 7000, argc, argv) ?: example_run(&o, server);
 }

@@ -10,17 +10,11 @@
  * by a fiber: weft_read parks on it like on a socket.
  */
 #define _GNU_SOURCE
-#include <weft.h>
+#include "example.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/resource.h>
-#include <string.h>
 #include <strings.h>
 #include <sys/signalfd.h>
 
@@ -129,25 +123,15 @@ static void *signals(void *arg)
     return NULL;
 }
 
-struct opts { int port; const char *addr; int sfd; };
-
 static void *server(void *arg)
 {
-    struct opts *o = arg;
-    lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct example_opts *o = arg;
     int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)o->port) };
-    if (inet_pton(AF_INET, o->addr, &sa.sin_addr) != 1 ||
-        bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 4096) < 0) {
-        perror("http_hello: bind/listen");
+    if ((lfd = example_listen(o, 4096)) < 0)
         return (void *)1;
-    }
     atomic_fetch_add(&fibers, 1);
     weft_spawn(NULL, &(weft_attr){ .name = "signals", .flags = WEFT_DETACHED }, signals,
-               (void *)(intptr_t)o->sfd);
-    printf("http_hello: listening on %s:%d (io: %s)\n", o->addr, o->port, weft_io_backend());
-    fflush(stdout);
+               o->arg);
     for (;;) {
         int fd = weft_accept(lfd, NULL, NULL);
         if (fd < 0)
@@ -166,11 +150,9 @@ static void *server(void *arg)
 
 int main(int argc, char **argv)
 {
-    struct opts o = { argc > 1 ? atoi(argv[1]) : 8080, argc > 2 ? argv[2] : "127.0.0.1", -1 };
-    if (o.port <= 0 || o.port > 65535) {
-        fprintf(stderr, "usage: %s [port] [bind-address]\n", argv[0]);
+    struct example_opts o;
+    if (example_args(&o, "http_hello", 8080, argc, argv))
         return 2;
-    }
     /* Blocked here, the signals are inherited by the workers and read
      * from the signalfd only. */
     sigset_t set;
@@ -179,18 +161,6 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
-    o.sfd = signalfd(-1, &set, SFD_CLOEXEC);
-    /* one fd per connection: allow as many as the hard limit does */
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    void *ret = NULL;
-    int r = weft_run(NULL, server, &o, &ret);
-    if (r < 0) {
-        fprintf(stderr, "http_hello: weft_run: %s\n", strerror(-r));
-        return 1;
-    }
-    return ret ? 1 : 0;
+    o.arg = (void *)(intptr_t)signalfd(-1, &set, SFD_CLOEXEC);
+    return example_run(&o, server);
 }

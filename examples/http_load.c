@@ -12,18 +12,12 @@
  * ..._errors <n> count.
  */
 #define _GNU_SOURCE
-#include <weft.h>
+#include "example.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <strings.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 /* Latency histogram: 16 linear sub-buckets per power of two of ns, so
@@ -222,11 +216,7 @@ int main(int argc, char **argv)
     if (n < 0 || (size_t)n >= sizeof cfg.request)
         usage(argv[0]);
     cfg.reqlen = (size_t)n;
-    struct rlimit rl;   /* one fd per connection */
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    example_raise_nofile();
     void *ret = NULL;
     r = weft_run(NULL, load, &run, &ret);
     if (r < 0) {
