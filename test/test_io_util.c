@@ -7,11 +7,21 @@
 #include <errno.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
 
 static void *nothing(void *arg) { return arg; }
 
 int io_use_backend(const char *name)
 {
+    if (strcmp(name, "uring") == 0 && RUNNING_ON_VALGRIND) {
+        /* valgrind 3.19 loses async-cancel completions (see src/io/io.c) */
+        printf("skipped: io_uring under valgrind\n");
+        return 0;
+    }
     setenv("WEFT_IO", name, 1);
     int r = weft_run(NULL, nothing, NULL, NULL);
     if (r < 0) {

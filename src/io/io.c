@@ -7,8 +7,9 @@
  * WEFT_IO. Without either, the fastest backend that works: io_uring first,
  * falling back to epoll when the ring cannot be set up (EPERM under
  * seccomp or kernel.io_uring_disabled, ENOSYS on old kernels, ENOMEM under
- * a low RLIMIT_MEMLOCK). A backend that was asked for by name and fails is
- * an error (weft_run returns its -errno): the caller wanted that one.
+ * a low RLIMIT_MEMLOCK), and under valgrind. A backend that was asked for
+ * by name and fails is an error (weft_run returns its -errno): the caller
+ * wanted that one.
  */
 #include "io.h"
 
@@ -18,6 +19,14 @@
 
 #ifndef _WIN32
 #include <signal.h>
+#endif
+#if defined(__has_include)
+#  if __has_include(<valgrind/valgrind.h>)
+#    include <valgrind/valgrind.h>
+#  endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
 #endif
 
 const struct weft__io_backend *weft__io;
@@ -57,8 +66,13 @@ int weft__io_start(const weft_config *cfg, const struct weft__poller **out)
             return -EINVAL;   /* unknown, or not built on this system */
         err = start_one(b);
     } else {
-        for (int i = 0; backends[i] && err < 0; i++)
+        for (int i = 0; backends[i] && err < 0; i++) {
+            /* valgrind 3.19 sets up a ring but loses the completion of an
+             * async cancel (the fiber waits for it forever): not by default */
+            if (RUNNING_ON_VALGRIND && strcmp(backends[i]->name, "uring") == 0)
+                continue;
             err = start_one(backends[i]);
+        }
     }
     if (err < 0)
         return err;
