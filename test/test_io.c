@@ -454,7 +454,7 @@ IO_TEST(io_close_wakes_parked)
 
 static void bad_input_checks(void)
 {
-    char buf[8];
+    char buf[8] = { 0 };
     int p[2];
     ASSERT_EQ(pipe(p), 0);
     close(p[0]);
