@@ -410,22 +410,24 @@ static void inbox_put(weft__worker *w, weft_fiber *f)
 }
 
 /* Put f in w's next slot, where w runs it as soon as its current fiber
- * parks or yields. Another worker is woken only if that pushed an older
- * fiber onto the ring, where it can be stolen: waking one for the next
- * slot would cost a futex system call per wake-up (a sender readying its
- * receiver, a spawner its child) for a worker that finds nothing, since
- * next slots are left to their owners (steal_work). Tokio's LIFO slot
- * makes the same choice. If the current fiber then runs on for long, a
- * spinning worker takes the next slot after SPIN_NS (spin_for_work) and
- * the watchdog after its threshold. */
+ * parks or yields, and make sure some worker is looking (wakep). Usually
+ * the fiber now running parks a moment later (a sender readying its
+ * receiver, a spawner its child) and the woken worker finds nothing; but
+ * if it runs on, the woken worker takes the fiber from the next slot once
+ * it has sat there a whole spin window (spin_for_work). The wasted wakes
+ * are cheap: while the woken worker spins, further wakep calls see it and
+ * make no system call (about one futex call per 50-100 wake-ups in
+ * bench_sched's ping-pong on two workers). Waking nobody for a next-slot
+ * fiber, as Tokio does for its LIFO slot, saved those calls but left a
+ * fiber spawned by a busy fiber waiting until the watchdog moved it
+ * (test diag_watchdog_off_starves: forever, with the watchdog off). */
 static void put_next(weft__worker *w, weft_fiber *f)
 {
     weft_fiber *old = runq_put_next(&w->rq, f);
-    if (old) {
+    if (old)
         local_put(w, old);
-        if (!atomic_load_explicit(&w->in_poll, memory_order_relaxed))
-            wakep();   /* a worker in the poller wakes others when it returns */
-    }
+    if (!atomic_load_explicit(&w->in_poll, memory_order_relaxed))
+        wakep();   /* a worker in the poller wakes others when it returns */
 }
 
 void weft__ready(weft_fiber *f)
@@ -700,6 +702,16 @@ int weft__wait_park(weft_fiber *self, int64_t timeout)
     weft__switch_out(self, WEFT_POST_PARK);
     if (armed)
         weft__timer_disarm(self);
+    int r = self->wresult;
+    wait_done(self);
+    return r;
+}
+
+int weft__wait_park_nointr(weft_fiber *self)
+{
+    self->wsince = weft__now_coarse();
+    atomic_fetch_add_explicit(&self->worker->st.parks, 1, memory_order_relaxed);
+    weft__switch_out(self, WEFT_POST_PARK);
     int r = self->wresult;
     wait_done(self);
     return r;

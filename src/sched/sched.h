@@ -159,6 +159,12 @@ void weft__wait_prepare(weft_fiber *self, int kind, void *obj, void (*unlink)(we
  * deadline also applies. Returns the winner's result: whatever the object
  * passed to weft__wake_claim, -ETIMEDOUT or -ECANCELED. */
 int  weft__wait_park(weft_fiber *self, int64_t timeout);
+/* Park until claimed, with no timer and no early return for a pending
+ * cancel or a past deadline: for a wait that must see its object finish
+ * (an io_uring operation being cancelled still owns the fiber's buffer until
+ * its completion arrives). weft_cancel may still claim it (-ECANCELED):
+ * callers loop until their object is done. */
+int  weft__wait_park_nointr(weft_fiber *self);
 /* Abandon a prepared wait without parking (the caller found it could
  * proceed after all). Returns 1 if it was still unclaimed. */
 int  weft__wait_abort(weft_fiber *self);
