@@ -157,6 +157,18 @@ struct weft__fd {
     weft__io_op *ops;               /* parked or in flight */
 };
 
+/* The slot of fd in the table of records (fd.c), -1 if it has none. On
+ * Windows the "fd" of a socket is its SOCKET handle value, a multiple of 4
+ * below 2^26 (the kernel's handle table holds at most 2^24 handles). */
+static inline long weft__fd_index(int fd)
+{
+#ifdef _WIN32
+    return fd < 0 || (fd & 3) ? -1 : (long)(fd >> 2);
+#else
+    return fd;
+#endif
+}
+
 /* The record of fd, created on first use; NULL for a negative or absurd fd
  * (-EBADF) or no memory. */
 struct weft__fd *weft__fd_get(int fd);
