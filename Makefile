@@ -126,6 +126,8 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%$(EXE),$(wildcard example
 BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%$(EXE),$(filter-out bench/peer_%.c,$(wildcard bench/*.c)))
 ifeq ($(OS),windows)
   BENCHES :=   # the benchmarks and their peers (Go, epoll, threads) are measured on Linux
+  # the other examples use POSIX signals, signalfd and rlimits
+  EXAMPLES := $(filter %/fibers$(EXE) %/echo_server$(EXE),$(EXAMPLES))
 endif
 
 ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(CFLAGS)
@@ -225,7 +227,7 @@ check-aarch64: deps-quiet
 
 check-windows: deps-quiet
 	@if [ -f src/sched/platform_win32.c ]; then \
-	  $(MAKE) CROSS=x86_64-w64-mingw32- BUILD=build/windows tests && \
+	  $(MAKE) CROSS=x86_64-w64-mingw32- BUILD=build/windows all && \
 	  WINEPREFIX=$(CURDIR)/build/wineprefix WINEDEBUG=-all WEFT_TEST_TIME_SCALE=10 wine build/windows/test/weft-test.exe $(TEST_ARGS); \
 	else echo "check-windows: the Windows port is not in this tree yet"; exit 1; fi
 

@@ -8,13 +8,18 @@
 
 #include <weft.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#define EXAMPLE_SOCK_FLAGS SOCK_CLOEXEC
+#else
+#define EXAMPLE_SOCK_FLAGS 0   /* Windows sockets are not inherited unless asked */
+#endif
 
 struct example_opts {
     const char *name;
@@ -39,27 +44,31 @@ static inline int example_args(struct example_opts *o, const char *name, int por
 /* One fd per connection: allow as many as the hard limit does. */
 static inline void example_raise_nofile(void)
 {
+#ifndef _WIN32   /* Windows has no such limit on sockets */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+#endif
 }
 
-/* A listening TCP socket on o->addr:o->port, announced on stdout; -1 on error. */
-static inline int example_listen(const struct example_opts *o, int backlog)
+/* A listening TCP socket on o->addr:o->port, announced on stdout; -1 on
+ * error. (weft_socket: an int on POSIX, a SOCKET on Windows, where -1 is
+ * INVALID_SOCKET.) */
+static inline weft_socket example_listen(const struct example_opts *o, int backlog)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    weft_socket fd = socket(AF_INET, SOCK_STREAM | EXAMPLE_SOCK_FLAGS, 0);
     int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, (const void *)&one, sizeof one);
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)o->port) };
-    if (fd < 0 || inet_pton(AF_INET, o->addr, &sa.sin_addr) != 1 ||
+    if (fd == (weft_socket)-1 || inet_pton(AF_INET, o->addr, &sa.sin_addr) != 1 ||
         bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, backlog) < 0) {
         fprintf(stderr, "%s: %s:%d: ", o->name, o->addr, o->port);
         perror("bind/listen");
-        if (fd >= 0)
-            close(fd);
-        return -1;
+        if (fd != (weft_socket)-1)
+            weft_close((int)fd);
+        return (weft_socket)-1;
     }
     printf("%s: listening on %s:%d (io: %s)\n", o->name, o->addr, o->port, weft_io_backend());
     fflush(stdout);

@@ -34,7 +34,7 @@ const struct weft__io_backend *weft__io;
 static struct weft__poller poller;
 
 #ifdef _WIN32
-static const struct weft__io_backend *const backends[] = { NULL };
+static const struct weft__io_backend *const backends[] = { &weft__io_iocp, NULL };
 #else
 /* In order of preference. */
 static const struct weft__io_backend *const backends[] = { &weft__io_uring, &weft__io_epoll, NULL };

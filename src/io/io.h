@@ -103,7 +103,8 @@ void weft__io_stop(void);
 enum weft__io_kind {
     WEFT_IO_READ = 1, WEFT_IO_WRITE, WEFT_IO_READV, WEFT_IO_WRITEV,
     WEFT_IO_RECV, WEFT_IO_SEND, WEFT_IO_RECVFROM, WEFT_IO_SENDTO,
-    WEFT_IO_ACCEPT, WEFT_IO_POLL
+    WEFT_IO_ACCEPT, WEFT_IO_POLL,
+    WEFT_IO_CONNECT                 /* IOCP only (ConnectEx); POSIX connects then polls */
 };
 
 /* What an fd is, learnt on first use (fstat) and cached in its record. */
@@ -131,6 +132,14 @@ typedef struct weft__io_op {
 #ifndef _WIN32
     struct msghdr msg;              /* io_uring's RECVMSG/SENDMSG need them to live on */
     struct iovec one;
+#else
+    /* IOCP: the kernel owns these from the overlapped call to its completion */
+    OVERLAPPED ov;                  /* the completion names the operation by it */
+    WSABUF wsabuf;
+    DWORD wsaflags;
+    SOCKET accepted;                /* ACCEPT: the socket AcceptEx fills */
+    char accept_addrs[2 * (sizeof(SOCKADDR_STORAGE) + 16)];
+    const struct sockaddr *to;      /* CONNECT: the peer */
 #endif
 
     /* its wait, owned by the backend */
@@ -202,6 +211,12 @@ struct weft__io_backend {
 
 extern const struct weft__io_backend weft__io_epoll;
 extern const struct weft__io_backend weft__io_uring;
+extern const struct weft__io_backend weft__io_iocp;
+
+#ifdef _WIN32
+/* calls_win32.c: a Winsock (or Win32) error code as a negative errno. */
+int weft__wsa_errno(int wsa_error);
+#endif
 
 /* The running backend, or NULL outside a runtime. */
 extern const struct weft__io_backend *weft__io;
