@@ -128,7 +128,7 @@ static void *file_job(void *arg)
     return (void *)(intptr_t)weft__io_try(arg);
 }
 
-static long run(weft__io_op *op)
+long weft__io_run(weft__io_op *op)
 {
     weft_fiber *self = weft__cur_fiber();
     const struct weft__io_backend *b = weft__io;
@@ -154,12 +154,14 @@ static long run(weft__io_op *op)
 
 /* -------------------------------------------------------------- the calls */
 
+int weft__socket_fd(weft_socket s) { return s; }
+
 ssize_t weft_read(int fd, void *buf, size_t n)
 {
     if ((!buf && n) || n > SSIZE_MAX)
         return -EINVAL;
     weft__io_op op = { .kind = WEFT_IO_READ, .fd = fd, .buf = buf, .len = n };
-    return run(&op);
+    return weft__io_run(&op);
 }
 
 ssize_t weft_write(int fd, const void *buf, size_t n)
@@ -167,7 +169,7 @@ ssize_t weft_write(int fd, const void *buf, size_t n)
     if ((!buf && n) || n > SSIZE_MAX)
         return -EINVAL;
     weft__io_op op = { .kind = WEFT_IO_WRITE, .fd = fd, .buf = (void *)buf, .len = n };
-    return run(&op);
+    return weft__io_run(&op);
 }
 
 static int iov_check(const struct iovec *iov, int iovcnt)
@@ -186,7 +188,7 @@ ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt)
     if (err < 0)
         return err;
     weft__io_op op = { .kind = WEFT_IO_READV, .fd = fd, .iov = iov, .iovcnt = iovcnt };
-    return run(&op);
+    return weft__io_run(&op);
 }
 
 ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt)
@@ -195,59 +197,7 @@ ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt)
     if (err < 0)
         return err;
     weft__io_op op = { .kind = WEFT_IO_WRITEV, .fd = fd, .iov = iov, .iovcnt = iovcnt };
-    return run(&op);
-}
-
-ssize_t weft_recv(weft_socket fd, void *buf, size_t n, int flags)
-{
-    if ((!buf && n) || n > SSIZE_MAX)
-        return -EINVAL;
-    weft__io_op op = { .kind = WEFT_IO_RECV, .fd = fd, .buf = buf, .len = n, .flags = flags };
-    return run(&op);
-}
-
-ssize_t weft_send(weft_socket fd, const void *buf, size_t n, int flags)
-{
-    if ((!buf && n) || n > SSIZE_MAX)
-        return -EINVAL;
-    weft__io_op op = { .kind = WEFT_IO_SEND, .fd = fd, .buf = (void *)buf, .len = n, .flags = flags };
-    return run(&op);
-}
-
-ssize_t weft_recvfrom(weft_socket fd, void *buf, size_t n, int flags,
-                      struct sockaddr *from, socklen_t *fromlen)
-{
-    if ((!buf && n) || n > SSIZE_MAX || (from && !fromlen))
-        return -EINVAL;
-    weft__io_op op = { .kind = WEFT_IO_RECVFROM, .fd = fd, .buf = buf, .len = n, .flags = flags,
-                       .addr = from, .addrlen = from ? fromlen : NULL };
-    return run(&op);
-}
-
-ssize_t weft_sendto(weft_socket fd, const void *buf, size_t n, int flags,
-                    const struct sockaddr *to, socklen_t tolen)
-{
-    if ((!buf && n) || n > SSIZE_MAX || (!to && tolen))
-        return -EINVAL;
-    weft__io_op op = { .kind = WEFT_IO_SENDTO, .fd = fd, .buf = (void *)buf, .len = n, .flags = flags,
-                       .addr = (struct sockaddr *)to, .tolen = tolen };
-    return run(&op);
-}
-
-/* The record of a brand-new fd from accept: whatever the number meant
- * before is stale, and we know what it is now. */
-static void fd_fresh(int fd)
-{
-    if (!weft__io)
-        return;
-    struct weft__fd *rec = weft__fd_get(fd);
-    if (!rec)
-        return;
-    weft__lock_acquire(&rec->lock);
-    rec->registered = false;
-    rec->socket = true;
-    __atomic_store_n(&rec->cls, WEFT_FD_POLL, __ATOMIC_RELEASE);
-    weft__lock_release(&rec->lock);
+    return weft__io_run(&op);
 }
 
 weft_socket weft_accept(weft_socket fd, struct sockaddr *addr, socklen_t *addrlen)
@@ -257,9 +207,9 @@ weft_socket weft_accept(weft_socket fd, struct sockaddr *addr, socklen_t *addrle
     weft__io_op op = { .kind = WEFT_IO_ACCEPT, .fd = fd, .addr = addr, .addrlen = addr ? addrlen : NULL };
     uint64_t backoff = 1000000;   /* 1 ms */
     for (;;) {
-        long r = run(&op);
+        long r = weft__io_run(&op);
         if (r >= 0) {
-            fd_fresh((int)r);
+            weft__fd_fresh((int)r);
             return (int)r;
         }
         if (r == -ECONNABORTED)
@@ -306,7 +256,7 @@ int weft_wait_fd(int fd, int events)
     if (!events || (events & ~(POLLIN | POLLOUT | POLLPRI | POLLRDHUP)))
         return -EINVAL;
     weft__io_op op = { .kind = WEFT_IO_POLL, .fd = fd, .events = events };
-    return (int)run(&op);
+    return (int)weft__io_run(&op);
 }
 
 int weft_close(int fd)

@@ -67,7 +67,7 @@ int weft__wsa_errno(int e)
 static inline SOCKET sock_of(int fd) { return (SOCKET)(uintptr_t)(unsigned)fd; }
 
 /* A SOCKET as the layer's fd, or -1 if it cannot be one. */
-static int fd_of(weft_socket s)
+int weft__socket_fd(weft_socket s)
 {
     if (s == INVALID_SOCKET || s > (weft_socket)INT_MAX || (s & 3))
         return -1;
@@ -150,7 +150,7 @@ static struct weft__fd *fd_ready(int fd, int *err)
     return rec;
 }
 
-static long run(weft__io_op *op)
+long weft__io_run(weft__io_op *op)
 {
     if (op->fd < 0)
         return -EBADF;
@@ -197,7 +197,7 @@ ssize_t weft_read(int fd, void *buf, size_t n)
     if (!is_socket(fd))
         return crt(fd, buf, n, false);
     weft__io_op op = { .kind = WEFT_IO_READ, .fd = fd, .buf = buf, .len = n };
-    return run(&op);
+    return weft__io_run(&op);
 }
 
 ssize_t weft_write(int fd, const void *buf, size_t n)
@@ -207,7 +207,7 @@ ssize_t weft_write(int fd, const void *buf, size_t n)
     if (!is_socket(fd))
         return crt(fd, (void *)buf, n, true);
     weft__io_op op = { .kind = WEFT_IO_WRITE, .fd = fd, .buf = (void *)buf, .len = n };
-    return run(&op);
+    return weft__io_run(&op);
 }
 
 ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt)
@@ -222,69 +222,17 @@ ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt)
     return -ENOSYS;
 }
 
-ssize_t weft_recv(weft_socket s, void *buf, size_t n, int flags)
-{
-    if ((!buf && n) || n > SSIZE_MAX)
-        return -EINVAL;
-    weft__io_op op = { .kind = WEFT_IO_RECV, .fd = fd_of(s), .buf = buf, .len = n, .flags = flags };
-    return run(&op);
-}
-
-ssize_t weft_send(weft_socket s, const void *buf, size_t n, int flags)
-{
-    if ((!buf && n) || n > SSIZE_MAX)
-        return -EINVAL;
-    weft__io_op op = { .kind = WEFT_IO_SEND, .fd = fd_of(s), .buf = (void *)buf, .len = n, .flags = flags };
-    return run(&op);
-}
-
-ssize_t weft_recvfrom(weft_socket s, void *buf, size_t n, int flags,
-                      struct sockaddr *from, socklen_t *fromlen)
-{
-    if ((!buf && n) || n > SSIZE_MAX || (from && !fromlen))
-        return -EINVAL;
-    weft__io_op op = { .kind = WEFT_IO_RECVFROM, .fd = fd_of(s), .buf = buf, .len = n, .flags = flags,
-                       .addr = from, .addrlen = from ? fromlen : NULL };
-    return run(&op);
-}
-
-ssize_t weft_sendto(weft_socket s, const void *buf, size_t n, int flags,
-                    const struct sockaddr *to, socklen_t tolen)
-{
-    if ((!buf && n) || n > SSIZE_MAX || (!to && tolen))
-        return -EINVAL;
-    weft__io_op op = { .kind = WEFT_IO_SENDTO, .fd = fd_of(s), .buf = (void *)buf, .len = n,
-                       .flags = flags, .addr = (struct sockaddr *)to, .tolen = tolen };
-    return run(&op);
-}
-
-/* The record of a brand-new socket from accept: whatever the handle value
- * meant before is stale (and was never associated with the port). */
-static void fd_fresh(int fd)
-{
-    if (!weft__io)
-        return;
-    struct weft__fd *rec = weft__fd_get(fd);
-    if (!rec)
-        return;
-    weft__lock_acquire(&rec->lock);
-    rec->registered = false;
-    rec->socket = true;
-    __atomic_store_n(&rec->cls, WEFT_FD_POLL, __ATOMIC_RELEASE);
-    weft__lock_release(&rec->lock);
-}
-
 /* Returns the new socket, or a negative errno cast to weft_socket: test
  * with (intptr_t)s < 0 (socket handle values are far below 2^63). */
 weft_socket weft_accept(weft_socket s, struct sockaddr *addr, socklen_t *addrlen)
 {
     if (addr && (!addrlen || *addrlen < 0))
         return (weft_socket)(intptr_t)-EINVAL;
-    weft__io_op op = { .kind = WEFT_IO_ACCEPT, .fd = fd_of(s), .addr = addr, .addrlen = addr ? addrlen : NULL };
+    weft__io_op op = { .kind = WEFT_IO_ACCEPT, .fd = weft__socket_fd(s), .addr = addr, .addrlen = addr ? addrlen : NULL };
     for (;;) {
-        long r = run(&op);
+        long r = weft__io_run(&op);
         if (r >= 0) {
-            fd_fresh((int)r);
+            weft__fd_fresh((int)r);
             return (weft_socket)r;
         }
         if (r == -ECONNRESET || r == -ECONNABORTED)
@@ -297,8 +245,8 @@ int weft_connect(weft_socket s, const struct sockaddr *addr, socklen_t addrlen)
 {
     if (!addr || addrlen <= 0)
         return -EINVAL;
-    weft__io_op op = { .kind = WEFT_IO_CONNECT, .fd = fd_of(s), .to = addr, .tolen = addrlen };
-    return (int)run(&op);
+    weft__io_op op = { .kind = WEFT_IO_CONNECT, .fd = weft__socket_fd(s), .to = addr, .tolen = addrlen };
+    return (int)weft__io_run(&op);
 }
 
 int weft_wait_fd(int fd, int events)
@@ -330,7 +278,7 @@ int weft_wait_fd(int fd, int events)
             return p.revents & POLLNVAL ? -EBADF : p.revents;
         if (zero_byte) {
             weft__io_op op = { .kind = WEFT_IO_POLL, .fd = fd, .events = POLLIN };
-            return (int)run(&op);
+            return (int)weft__io_run(&op);
         }
         if ((r = weft_sleep(backoff)) < 0)
             return r;

@@ -213,6 +213,14 @@ extern const struct weft__io_backend weft__io_epoll;
 extern const struct weft__io_backend weft__io_uring;
 extern const struct weft__io_backend weft__io_iocp;
 
+/* calls_posix.c, calls_win32.c: run op for the caller (a fiber parks on the
+ * backend, a plain thread blocks); the public socket type as the layer's
+ * fd (-1 if it cannot be one). calls.c: reset the record of a socket that
+ * accept just returned (whatever the number meant before is stale). */
+long weft__io_run(weft__io_op *op);
+int  weft__socket_fd(weft_socket s);
+void weft__fd_fresh(int fd);
+
 #ifdef _WIN32
 /* calls_win32.c: a Winsock (or Win32) error code as a negative errno. */
 int weft__wsa_errno(int wsa_error);
