@@ -1,6 +1,7 @@
 /*
- * What every backend shares, on every system: the table of fd records and
- * the list of operations on each.
+ * What every backend shares, on every system: the table of fd records, the
+ * list of operations on each, and the completion backends' wait for an
+ * operation the kernel still owns.
  *
  * The table is two-level, indexed by the descriptor's slot (weft__fd_index:
  * the fd number on POSIX, a SOCKET's handle value / 4 on Windows): a fixed
@@ -112,3 +113,16 @@ int weft__io_op_events(const weft__io_op *op)
     }
 }
 
+void weft__io_wait_done(weft__io_op *op, weft_fiber *self)
+{
+    struct weft__fd *rec = op->rec;
+    for (;;) {
+        weft__lock_acquire(&rec->lock);
+        if (op->done)
+            break;
+        weft__wait_prepare(self, WEFT_W_IO, op, NULL);
+        weft__lock_release(&rec->lock);
+        weft__wait_park_nointr(self);
+    }
+    weft__lock_release(&rec->lock);
+}

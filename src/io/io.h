@@ -184,6 +184,12 @@ struct weft__fd *weft__fd_get(int fd);
 /* The record of fd if it exists, else NULL (for the poller). */
 struct weft__fd *weft__fd_peek(int fd);
 
+/* Completion backends (io_uring, IOCP): the fiber was woken before op
+ * completed (cancel, deadline) and has asked the kernel to cancel it; wait,
+ * uninterruptibly, until the poller has seen op's completion (op->done,
+ * set under rec->lock). Only then may op and the buffer go. */
+void weft__io_wait_done(weft__io_op *op, weft_fiber *self);
+
 /* rec->ops, under rec->lock. */
 void weft__fd_link(struct weft__fd *rec, weft__io_op *op);
 void weft__fd_unlink(struct weft__fd *rec, weft__io_op *op);

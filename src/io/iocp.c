@@ -340,15 +340,7 @@ static long iocp_io(weft__io_op *op)
     if (!done) {
         /* Woken by a cancel or the deadline: the kernel still owns op. */
         CancelIoEx((HANDLE)(uintptr_t)(unsigned)op->fd, &op->ov);
-        for (;;) {
-            weft__lock_acquire(&rec->lock);
-            if (op->done)
-                break;
-            weft__wait_prepare(self, WEFT_W_IO, op, NULL);
-            weft__lock_release(&rec->lock);
-            weft__wait_park_nointr(self);
-        }
-        weft__lock_release(&rec->lock);
+        weft__io_wait_done(op, self);
     }
     weft__lock_acquire(&rec->lock);
     weft__fd_unlink(rec, op);

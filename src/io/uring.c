@@ -293,15 +293,7 @@ static long uring_io(weft__io_op *op)
         weft__lock_acquire(&sq_lock);
         cancel_locked(op);
         weft__lock_release(&sq_lock);
-        for (;;) {
-            weft__lock_acquire(&rec->lock);
-            if (op->done)
-                break;
-            weft__wait_prepare(self, WEFT_W_IO, op, NULL);
-            weft__lock_release(&rec->lock);
-            weft__wait_park_nointr(self);
-        }
-        weft__lock_release(&rec->lock);
+        weft__io_wait_done(op, self);
     }
     weft__lock_acquire(&rec->lock);
     weft__fd_unlink(rec, op);
