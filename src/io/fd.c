@@ -126,3 +126,19 @@ void weft__io_wait_done(weft__io_op *op, weft_fiber *self)
     }
     weft__lock_release(&rec->lock);
 }
+
+weft_fiber *weft__io_complete(weft__io_op *op, long res)
+{
+    /* Acquire: pairs with the release in the backend's io(). The record was
+     * written before the submission and reaches us through the kernel,
+     * which neither the compiler nor ThreadSanitizer can see. */
+    weft_fiber *f = __atomic_load_n(&op->fiber, __ATOMIC_ACQUIRE), *woke = NULL;
+    struct weft__fd *rec = op->rec;
+    weft__lock_acquire(&rec->lock);
+    op->res = res;
+    op->done = true;
+    if (weft__wake_claim(f, 0))
+        woke = f;
+    weft__lock_release(&rec->lock);   /* op may be gone from here on */
+    return woke;
+}

@@ -184,6 +184,11 @@ struct weft__fd *weft__fd_get(int fd);
 /* The record of fd if it exists, else NULL (for the poller). */
 struct weft__fd *weft__fd_peek(int fd);
 
+/* Completion backends (io_uring, IOCP), their poller: op completed with
+ * res; record it (op->done) and claim op's fiber, under rec->lock. Returns
+ * the fiber to ready, or NULL if a cancel or deadline claimed it first. */
+weft_fiber *weft__io_complete(weft__io_op *op, long res);
+
 /* Completion backends (io_uring, IOCP): the fiber was woken before op
  * completed (cancel, deadline) and has asked the kernel to cancel it; wait,
  * uninterruptibly, until the poller has seen op's completion (op->done,

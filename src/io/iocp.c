@@ -88,20 +88,6 @@ static void iocp_wake(void)
     PostQueuedCompletionStatus(port, 0, WAKE_KEY, NULL);
 }
 
-/* One packet for an operation: record it and claim its fiber. */
-static weft_fiber *complete(weft__io_op *op, DWORD bytes)
-{
-    struct weft__fd *rec = op->rec;
-    weft_fiber *f = op->fiber, *woke = NULL;
-    weft__lock_acquire(&rec->lock);
-    op->res = (long)bytes;
-    op->done = true;
-    if (weft__wake_claim(f, 0))
-        woke = f;
-    weft__lock_release(&rec->lock);   /* op may be gone from here on */
-    return woke;
-}
-
 static int iocp_poll(weft__worker *w, int64_t timeout_ns)
 {
     (void)w;
@@ -126,7 +112,7 @@ static int iocp_poll(weft__worker *w, int64_t timeout_ns)
             continue;
         }
         weft__io_op *op = CONTAINING_RECORD(e[i].lpOverlapped, weft__io_op, ov);
-        weft_fiber *f = complete(op, e[i].dwNumberOfBytesTransferred);
+        weft_fiber *f = weft__io_complete(op, (long)e[i].dwNumberOfBytesTransferred);
         if (f) {
             f->next = woke;
             woke = f;
@@ -309,7 +295,6 @@ static long iocp_io(weft__io_op *op)
 {
     struct weft__fd *rec = op->rec;
     weft_fiber *self = weft__cur_fiber();
-    op->fiber = self;
     op->done = op->closed = false;
     op->res = 0;
     op->accepted = INVALID_SOCKET;
@@ -319,6 +304,8 @@ static long iocp_io(weft__io_op *op)
      * claim takes it too, so a packet that comes at once waits for the
      * prepared wait; weft_close (which holds it) sees either no operation
      * or one it can cancel. */
+    /* Release: the poller reads it without the lock (weft__io_complete). */
+    __atomic_store_n(&op->fiber, self, __ATOMIC_RELEASE);
     weft__lock_acquire(&rec->lock);
     int err = associate(rec, (SOCKET)(uintptr_t)(unsigned)op->fd);
     if (err == 0)

@@ -125,23 +125,6 @@ static void uring_wake(void)
         ;
 }
 
-/* One CQE for an operation: record the result and wake its fiber. */
-static weft_fiber *complete(weft__io_op *op, int res)
-{
-    /* Acquire: pairs with the release in uring_io. The record was written
-     * before the submit and reaches us through the kernel, which neither
-     * the compiler nor ThreadSanitizer can see. */
-    weft_fiber *f = __atomic_load_n(&op->fiber, __ATOMIC_ACQUIRE), *woke = NULL;
-    struct weft__fd *rec = op->rec;
-    weft__lock_acquire(&rec->lock);
-    op->res = res;
-    op->done = true;
-    if (weft__wake_claim(f, 0))
-        woke = f;
-    weft__lock_release(&rec->lock);   /* op may be gone from here on */
-    return woke;
-}
-
 static int uring_poll(weft__worker *w, int64_t timeout_ns)
 {
     (void)w;
@@ -167,7 +150,7 @@ static int uring_poll(weft__worker *w, int64_t timeout_ns)
             atomic_store(&wake_pending, 0);
             rearm = true;
         } else if (ud != IGNORE_TAG) {
-            weft_fiber *f = complete((weft__io_op *)(uintptr_t)ud, cqe->res);
+            weft_fiber *f = weft__io_complete((weft__io_op *)(uintptr_t)ud, cqe->res);
             if (f) {
                 f->next = woke;
                 woke = f;
@@ -268,7 +251,7 @@ static long uring_io(weft__io_op *op)
     weft_fiber *self = weft__cur_fiber();
     op->done = op->closed = false;
     op->res = 0;
-    __atomic_store_n(&op->fiber, self, __ATOMIC_RELEASE);   /* see complete() */
+    __atomic_store_n(&op->fiber, self, __ATOMIC_RELEASE);   /* see weft__io_complete */
     int events = weft__io_op_events(op);
 
     /* Link, prepare and submit under rec->lock: weft_close (which holds it)
