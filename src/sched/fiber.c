@@ -48,6 +48,7 @@ static void list_add(struct weft__fiber_list *l, weft_fiber *f)
     if (l->head)
         l->head->all_prev = f;
     l->head = f;
+    atomic_fetch_add_explicit(&l->n, 1, memory_order_relaxed);
     weft__lock_release(&l->lock);
 }
 
@@ -61,6 +62,7 @@ static void list_remove(weft_fiber *f)
         l->head = f->all_next;
     if (f->all_next)
         f->all_next->all_prev = f->all_prev;
+    atomic_fetch_sub_explicit(&l->n, 1, memory_order_relaxed);
     weft__lock_release(&l->lock);
 }
 

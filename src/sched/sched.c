@@ -89,6 +89,7 @@
 #define _GNU_SOURCE
 #include "worker.h"
 
+#include "diag.h"
 #include "san.h"
 
 #include <errno.h>
@@ -161,22 +162,32 @@ static uint32_t fastrand(weft__worker *w)
 static void run_fiber(weft__worker *w, weft_fiber *f)
 {
     /* The fiber may have been readied before its previous worker finished
-     * switching away from it: wait for that switch to complete. */
-    if (WEFT_UNLIKELY(atomic_load_explicit(&f->on_cpu, memory_order_acquire))) {
-        for (unsigned spins = 0; atomic_load_explicit(&f->on_cpu, memory_order_acquire); spins++) {
+     * switching away from it, or a backtrace may be holding it still
+     * (weft__fiber_hold): wait for on_cpu to drop, and take it by CAS so
+     * that exactly one of us owns the stack. */
+    int off = 0;
+    if (WEFT_UNLIKELY(!atomic_compare_exchange_strong_explicit(&f->on_cpu, &off, 1,
+                                                               memory_order_acquire,
+                                                               memory_order_relaxed))) {
+        for (unsigned spins = 0;; spins++) {
+            off = 0;
+            if (atomic_compare_exchange_weak_explicit(&f->on_cpu, &off, 1, memory_order_acquire,
+                                                      memory_order_relaxed))
+                break;
             if (spins < 64)
                 cpu_relax();
             else
                 weft__os_yield();   /* its worker may have been preempted */
         }
     }
-    atomic_store_explicit(&f->on_cpu, 1, memory_order_relaxed);
     f->worker = w;
     atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
     f->stamp = 0;
     w->cur = f;
     atomic_fetch_add_explicit(&w->st.switches, 1, memory_order_relaxed);
     errno = f->saved_errno;
+    if (WEFT_UNLIKELY(weft__trace_on))
+        weft__trace_resume(w, f);
 
     san_asan_start(&w->asan_fake, f->stack->lo, (size_t)(f->stack->hi - f->stack->lo));
     san_tsan_switch(f->tsan_fiber);
@@ -185,6 +196,8 @@ static void run_fiber(weft__worker *w, weft_fiber *f)
 
     f->saved_errno = errno;
     w->cur = NULL;
+    if (WEFT_UNLIKELY(weft__trace_on))
+        weft__trace_switched(w, f);
     if (WEFT_UNLIKELY(weft__stack_check(f->stack) != 0)) {
         fprintf(stderr, "weft: fiber %llu \"%s\" overflowed its %zu-byte stack "
                 "(canary destroyed)\n", (unsigned long long)f->id, f->name,
@@ -345,6 +358,8 @@ static bool idle_remove_locked(weft__worker *w)
     w->idle_next = NULL;
     w->idle = false;
     atomic_fetch_sub(&weft__rt.nidle, 1);
+    if (WEFT_UNLIKELY(atomic_load(&weft__wd_sleeping)))
+        weft__watchdog_kick();   /* it sleeps while every worker does */
     return true;
 }
 
@@ -370,6 +385,12 @@ static void wakep(void)
         return;
     }
     signal_worker(w);
+}
+
+void weft__global_put(weft_fiber *head, weft_fiber *tail, uint32_t n)
+{
+    global_put_list(head, tail, n);
+    wakep();
 }
 
 /* Wake w specifically (its inbox got a fiber). */
@@ -708,6 +729,8 @@ static weft_fiber *steal_work(weft__worker *w)
                 continue;
             atomic_fetch_add_explicit(&w->st.steals, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&w->st.stolen, got, memory_order_relaxed);
+            if (WEFT_UNLIKELY(weft__trace_on))
+                weft__trace_steal(w, v, got);
             weft_fiber *f = batch[got - 1];
             if (got > 1)
                 runq_push_batch(&w->rq, batch, got - 1);
@@ -872,6 +895,7 @@ static void worker_init_thread(weft__worker *w)
     tls_worker = w;
     w->tsan_fiber = san_tsan_current();
     weft__crash_thread_init(w);
+    weft__diag_thread_init(w);
 }
 
 static void *worker_main(void *arg)
@@ -971,6 +995,7 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     if (err < 0)
         goto out;
     rt->main = mainf;
+    weft__diag_start(cfg);   /* dump signal, crash reports, trace, watchdog */
 
     unsigned started = 1;
     for (unsigned i = 1; i < n; i++) {
@@ -988,6 +1013,7 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     worker_loop(w0);
     for (unsigned i = 1; i < started; i++)
         weft__thread_join(ws[i].thread);
+    weft__diag_stop();
     if (ret)
         *ret = rt->main_ret;
     err = 0;

@@ -53,7 +53,8 @@ typedef struct weft__worker weft__worker;
 enum weft__wait_kind {
     WEFT_W_NONE = 0, WEFT_W_SLEEP, WEFT_W_JOIN, WEFT_W_MUTEX, WEFT_W_COND,
     WEFT_W_SEM, WEFT_W_WG, WEFT_W_CHAN_SEND, WEFT_W_CHAN_RECV, WEFT_W_SELECT,
-    WEFT_W_FD_READ, WEFT_W_FD_WRITE, WEFT_W_POOL, WEFT_W_IO,
+    WEFT_W_FD_READ, WEFT_W_FD_WRITE,  /* wobj: a record whose first member is the int fd */
+    WEFT_W_POOL, WEFT_W_IO,
     WEFT_W_KINDS
 };
 extern const char *const weft__wait_names[WEFT_W_KINDS];
@@ -154,6 +155,9 @@ weft__worker *weft__worker_at(unsigned i);
 int  weft__worker_index(const weft__worker *w);
 bool weft__running(void);          /* a runtime is up */
 bool weft__debug_migrate(void);
+
+/* Threads of the blocking pool, kept up to date by src/io (weft_stats). */
+extern _Atomic uint32_t weft__pool_threads;
 
 /* Visit every live fiber (dump, cancel-all); fn runs with list locks held. */
 void weft__each_fiber(void (*fn)(weft_fiber *, void *), void *arg);

@@ -15,6 +15,7 @@ enum { WEFT_POST_PARK = 1, WEFT_POST_YIELD, WEFT_POST_EXIT };
 struct weft__fiber_list {
     weft__lock lock;
     weft_fiber *head;
+    _Atomic uint64_t n;             /* length, for weft_stats */
 };
 
 typedef struct weft__wstats {
@@ -109,7 +110,8 @@ void weft__ready_new(weft_fiber *f, weft__worker *w);
 void weft__fiber_finish(weft__worker *w, weft_fiber *f);   /* on the worker's stack, after exit */
 void weft__fiber_free(weft__worker *w, weft_fiber *f);
 
-/* crash.c */
+/* crash.c (richer reports: diag_posix.c sets the hook) */
+extern void (*weft__crash_report_hook)(weft_fiber *f, int sig, void *uctx);
 void weft__crash_install(void);
 void weft__crash_uninstall(void);
 void weft__crash_thread_init(weft__worker *w);
