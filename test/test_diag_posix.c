@@ -70,3 +70,261 @@ TEST(diag_dump_on_signal)
     ASSERT_CONTAINS(out, "\"sleepy\": parked on sleep");
 }
 
+/* ---------------------------------------------------------- crash reports */
+
+NOINLINE static int overflow_recurse(volatile char *p)
+{
+    volatile char buf[512];
+    buf[0] = p ? p[0] : 0;
+    if (buf[0] == 'x')   /* never: keeps the compiler from calling this infinite */
+        return 0;
+    return overflow_recurse(buf) + buf[1];
+}
+
+NOINLINE static void crash_null_store(void)
+{
+    *(volatile int *)(uintptr_t)sink = 42;
+}
+
+NOINLINE static void crash_abort(void)
+{
+    abort();
+}
+
+NOINLINE static void crash_divide(void)
+{
+    volatile int zero = 0;
+    sink = 7 / zero;
+}
+
+static void *crasher(void *arg)
+{
+    switch (*(int *)arg) {
+    case 0: overflow_recurse(NULL); break;
+    case 1: crash_null_store(); break;
+    case 2: crash_abort(); break;
+    case 3: crash_divide(); break;
+    }
+    return NULL;
+}
+
+static void *main_crash(void *arg)
+{
+    weft_fiber *f;
+    weft_attr a = { .name = "crasher", .stack_size = 64 << 10 };
+    ASSERT_EQ(weft_spawn(&f, &a, crasher, arg), 0);
+    printf("crasher is fiber %llu\n", (unsigned long long)weft_id(f));
+    fflush(stdout);
+    weft_join(f, NULL);
+    return NULL;
+}
+
+static void child_crash(void *arg)
+{
+    weft_run(NULL, main_crash, arg, NULL);
+}
+
+static void expect_crash(int kind, int sig, const char *what, const char *frame)
+{
+    static char out[1 << 16];
+    int r = test_child(child_crash, &kind, out, sizeof out);
+    printf("---- %s\n%s", what, out);
+    if (getenv("SHOW")) fputs(out, stderr);
+    ASSERT_EQ(r, -sig);
+    unsigned long long id = 0;
+    char *p = strstr(out, "crasher is fiber ");
+    ASSERT(p);
+    ASSERT_EQ(sscanf(p, "crasher is fiber %llu", &id), 1);
+    char want[128];
+    snprintf(want, sizeof want, "weft: fiber %llu \"crasher\" %s", id, what);
+    ASSERT_CONTAINS(out, want);
+    ASSERT_CONTAINS(out, frame);
+    ASSERT_CONTAINS(out, "#0 ");
+}
+
+TEST(diag_crash_overflow_report)
+{
+    expect_crash(0, SIGSEGV, "overflowed its stack", "overflow_recurse+0x");
+}
+
+TEST(diag_crash_segv_report)
+{
+    expect_crash(1, SIGSEGV, "crashed: SIGSEGV", "crash_null_store+0x");
+}
+
+TEST(diag_crash_abort_report)
+{
+    expect_crash(2, SIGABRT, "crashed: SIGABRT", "crash_abort+0x");
+}
+
+TEST(diag_crash_fpe_report)
+{
+    expect_crash(3, SIGFPE, "crashed: SIGFPE", "crash_divide+0x");
+}
+
+/* A handler of the program's own still gets the signal. */
+static void on_fpe(int sig)
+{
+    (void)sig;
+    static const char m[] = "own handler ran\n";
+    ssize_t r = write(1, m, sizeof m - 1);
+    (void)r;
+    _exit(3);
+}
+
+static void child_crash_chained(void *arg)
+{
+    signal(SIGFPE, on_fpe);
+    weft_run(NULL, main_crash, arg, NULL);
+}
+
+TEST(diag_crash_chains_to_program_handler)
+{
+    static char out[1 << 16];
+    int kind = 3;
+    ASSERT_EQ(test_child(child_crash_chained, &kind, out, sizeof out), 3);
+    ASSERT_CONTAINS(out, "crashed: SIGFPE");
+    ASSERT_CONTAINS(out, "own handler ran");
+}
+
+/* ---------------------------------------------------------------- watchdog */
+
+static atomic_int ran, hog_done;
+
+NOINLINE static void hog_spin(uint64_t ns)
+{
+    uint64_t end = weft_now() + ns;
+    while (weft_now() < end)
+        sink++;
+}
+
+static void *little(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&ran, 1);
+    return NULL;
+}
+
+static void *hog(void *arg)
+{
+    (void)arg;
+    /* queue fibers behind us on this worker, then never yield */
+    for (int i = 0; i < 20; i++)
+        weft_spawn(NULL, &(weft_attr){ .flags = WEFT_DETACHED }, little, NULL);
+    hog_spin(600 * 1000000ull);
+    printf("little fibers that ran while the hog held its worker: %d\n", atomic_load(&ran));
+    atomic_store(&hog_done, 1);
+    return NULL;
+}
+
+static void *main_watchdog(void *arg)
+{
+    (void)arg;
+    weft_fiber *h;
+    weft_attr a = { .name = "hog" };
+    ASSERT_EQ(weft_spawn(&h, &a, hog, NULL), 0);
+    ASSERT_EQ(weft_join(h, NULL), 0);
+    weft_stats_t st;
+    ASSERT_EQ(weft_stats(&st), 0);
+    printf("watchdog reports %llu\n", (unsigned long long)st.watchdog_reports);
+    return NULL;
+}
+
+static void child_watchdog(void *arg)
+{
+    weft_config cfg = { .workers = 2, .watchdog_ms = 50 };
+    weft_run(&cfg, main_watchdog, arg, NULL);
+}
+
+static int count(const char *h, const char *n)
+{
+    int c = 0;
+    for (const char *p = h; (p = strstr(p, n)); p++)
+        c++;
+    return c;
+}
+
+TEST(diag_watchdog_reports_hog_once)
+{
+    static char out[1 << 16];
+    ASSERT_EQ(test_child(child_watchdog, NULL, out, sizeof out), 0);
+    printf("%s", out);
+    ASSERT_EQ(count(out, "weft: watchdog:"), 1);
+    ASSERT_CONTAINS(out, "\"hog\" has held worker");
+    ASSERT_CONTAINS(out, "hog_spin");
+    ASSERT_CONTAINS(out, "watchdog reports 1");
+    ASSERT_CONTAINS(out, "held its worker: 20");
+}
+
+static void child_watchdog_off(void *arg)
+{
+    setenv("WEFT_WATCHDOG_MS", "off", 1);
+    child_watchdog(arg);
+}
+
+TEST(diag_watchdog_off)
+{
+    static char out[1 << 16];
+    ASSERT_EQ(test_child(child_watchdog_off, NULL, out, sizeof out), 0);
+    ASSERT_EQ(count(out, "weft: watchdog:"), 0);
+    ASSERT_CONTAINS(out, "watchdog reports 0");
+}
+
+/* ------------------------------------------------------------------ trace */
+
+static void *pinger(void *arg)
+{
+    for (int i = 0; i < 50; i++)
+        weft_yield();
+    weft_sleep(1000000);
+    return arg;
+}
+
+static void *main_trace(void *arg)
+{
+    (void)arg;
+    weft_fiber *f[4];
+    weft_attr a = { .name = "pinger \"quoted\"" };
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(weft_spawn(&f[i], &a, pinger, NULL), 0);
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(weft_join(f[i], NULL), 0);
+    return NULL;
+}
+
+/* The checker: valid JSON, and the events we expect. */
+static const char trace_check[] =
+    "import json,sys\n"
+    "d = json.load(open(sys.argv[1]))\n"
+    "ev = d['traceEvents']\n"
+    "runs = [e for e in ev if e['ph'] == 'X' and e['name'] == 'pinger \"quoted\"']\n"
+    "assert len(runs) >= 4 * 50, len(runs)\n"
+    "assert all(e['dur'] >= 0 for e in runs)\n"
+    "ends = {e['args']['end'] for e in runs}\n"
+    "assert {'yield', 'exit', 'park: sleep'} <= ends, ends\n"
+    "assert any(e['ph'] == 'i' and e['name'] == 'park: sleep' for e in ev)\n"
+    "assert any(e['ph'] == 'i' and e['name'] == 'park: join' for e in ev)\n"
+    "names = {e['args']['name'] for e in ev if e['ph'] == 'M' and e['name'] == 'thread_name'}\n"
+    "assert names == {'worker 0', 'worker 1'}, names\n"
+    "print('trace ok', len(ev))\n";
+
+TEST(diag_trace_json)
+{
+    char path[] = "/tmp/weft-trace-XXXXXX.json";
+    int fd = mkstemps(path, 5);
+    ASSERT(fd >= 0);
+    close(fd);
+    setenv("WEFT_TRACE", path, 1);
+    weft_config cfg = { .workers = 2 };
+    test_run_cfg(&cfg, main_trace, NULL);
+    unsetenv("WEFT_TRACE");
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "python3 -c '%s' %s", "exec(open(\"/dev/stdin\").read())", path);
+    FILE *p = popen(cmd, "w");
+    ASSERT(p);
+    fputs(trace_check, p);
+    int st = pclose(p);
+    if (st == 0)
+        unlink(path);
+    ASSERT_EQ(st, 0);
+}

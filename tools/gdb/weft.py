@@ -1,0 +1,289 @@
+# weft's gdb extension: see the fibers of a live process or of a core file.
+#
+#   (gdb) source tools/gdb/weft.py
+#   (gdb) info fibers            every live fiber: id, name, state, where
+#   (gdb) fiber bt ID [N]        backtrace of a suspended fiber (N frames)
+#
+# How `fiber bt` unwinds a fiber that is not running, without touching the
+# inferior. A suspended fiber's registers are on its own stack, in the
+# frame weft__ctx_switch pushed (the diagram at the top of
+# src/arch/switch_x86_64_sysv_elf_gas.S):
+#
+#     sp+0x00 mxcsr, x87 cw   sp+0x08 r15   sp+0x10 r14   sp+0x18 r13
+#     sp+0x20 r12             sp+0x28 rbx   sp+0x30 rbp   sp+0x38 return address
+#
+# Writing those into the registers of some thread would work on a live
+# process only (a core file's registers are read-only) and would change the
+# inferior. Instead, a gdb.unwinder.Unwinder (gdb >= 11: PendingFrame.level)
+# is switched on for the duration of one command: it claims the innermost
+# normal frame of the selected thread (gdb never asks Python about inlined
+# frames, which sit inside it) and tells gdb that this frame's *caller* had
+# the fiber's saved registers: pc = the return address, sp = sp + 0x40, and
+# rbx, rbp, r12-r15 from the frame. gdb then unwinds frame #1 onwards with the
+# program's own DWARF CFI, exactly as it would a thread, and `fiber bt`
+# prints the frames older than the claimed one, renumbered from 0.
+# The frame id it gives the pseudo frame uses the fiber's sp, so gdb's
+# "previous frame inner to this frame" check passes (the fiber's frames lie
+# above it). The unwinder is switched off again and gdb's frame cache
+# flushed before the command returns, whatever happens.
+#
+# The fibers are found from the runtime record weft__rt: each worker's list
+# of the fibers spawned on it (workers[i].all.head, linked by all_next).
+# Only the x86-64 System V frame is known here; other architectures get a
+# message (the AArch64 frame would be read the same way: x19-x29, lr, sp).
+
+import struct
+
+import gdb
+import gdb.unwinder
+
+STATES = {1: "runnable", 2: "running", 3: "parked", 4: "dead", 5: "freed"}
+FRAME_SIZE = 0x40
+SAVED = [("r15", 0x08), ("r14", 0x10), ("r13", 0x18), ("r12", 0x20),
+         ("rbx", 0x28), ("rbp", 0x30)]
+
+
+class _FrameId(object):
+    def __init__(self, sp, pc):
+        self.sp = sp
+        self.pc = pc
+
+
+class FiberUnwinder(gdb.unwinder.Unwinder):
+    """Gives the innermost frame the saved registers of one fiber as its
+    caller's, while a `fiber bt` runs; inactive otherwise."""
+
+    def __init__(self):
+        super(FiberUnwinder, self).__init__("weft-fiber")
+        self.sp = None
+        self.level = None
+
+    def __call__(self, pending):
+        # gdb asks Python unwinders about normal frames only, innermost
+        # first: the first one asked is the innermost normal frame (level 0,
+        # or 1 and more when the thread stopped inside inlined code).
+        if self.sp is None:
+            return None
+        if self.level is None:
+            self.level = pending.level()
+        elif pending.level() != self.level:
+            return None
+        sp = self.sp
+        mem = bytes(gdb.selected_inferior().read_memory(sp, FRAME_SIZE))
+        word = lambda off: struct.unpack_from("<Q", mem, off)[0]
+        rip = pending.read_register("rip")
+        rsp = pending.read_register("rsp")
+        info = pending.create_unwind_info(
+            _FrameId(gdb.Value(sp).cast(rsp.type), rip))
+        info.add_saved_register("rip", gdb.Value(word(0x38)).cast(rip.type))
+        info.add_saved_register("rsp", gdb.Value(sp + FRAME_SIZE).cast(rsp.type))
+        for reg, off in SAVED:
+            val = pending.read_register(reg)
+            info.add_saved_register(reg, gdb.Value(word(off)).cast(val.type))
+        return info
+
+
+_unwinder = FiberUnwinder()
+_registered = False
+
+
+def _register():
+    global _registered
+    if not _registered:
+        gdb.unwinder.register_unwinder(None, _unwinder, replace=True)
+        _registered = True
+
+
+def _arch_ok():
+    try:
+        name = gdb.selected_frame().architecture().name()
+    except gdb.error:
+        name = gdb.selected_inferior().architecture().name()
+    return "x86-64" in name
+
+
+def _fibers():
+    rt = gdb.parse_and_eval("weft__rt")
+    n = int(rt["n"])
+    workers = rt["workers"]
+    if n == 0 or int(workers) == 0:
+        return
+    for i in range(n):
+        f = workers[i]["all"]["head"]
+        while int(f) != 0:
+            yield f
+            f = f["all_next"]
+
+
+def _worker_index(f):
+    w = f["worker"]
+    if int(w) == 0:
+        return -1
+    return int(w["idx"])
+
+
+def _thread_of_worker(idx):
+    """gdb's number for the thread running worker idx (its tls_worker)."""
+    inf = gdb.selected_inferior()
+    cur = gdb.selected_thread()
+    found = None
+    try:
+        for t in inf.threads():
+            t.switch()
+            try:
+                w = gdb.parse_and_eval("tls_worker")
+            except gdb.error:
+                continue
+            if int(w) != 0 and int(w["idx"]) == idx:
+                found = t.num
+                break
+    finally:
+        if cur is not None:
+            cur.switch()
+    return found
+
+
+def _wait_text(f):
+    kind = int(f["wkind"])
+    try:
+        name = gdb.parse_and_eval("weft__wait_names")[kind].string()
+    except (gdb.error, gdb.MemoryError):
+        name = "wait %d" % kind
+    obj = int(f["wobj"])
+    if name == "join" and obj:
+        j = gdb.Value(obj).cast(f.type)
+        return "join of fiber %d" % int(j["id"])
+    if name in ("fd read", "fd write") and obj:
+        fd = int(gdb.Value(obj).cast(gdb.lookup_type("int").pointer()).dereference())
+        return "fd %d %s" % (fd, name.split()[1])
+    if obj and name not in ("sleep", "select", "blocking pool", "io"):
+        return "%s 0x%x" % (name, obj)
+    return name
+
+
+def _state_text(f):
+    st = int(f["state"])
+    s = STATES.get(st, "state %d" % st)
+    if st == 2:
+        return "running on worker %d" % _worker_index(f)
+    if st == 3:
+        return "parked on " + _wait_text(f)
+    if st == 1 and int(f["wkind"]) != 0:
+        return "runnable (woken from %s)" % _wait_text(f)
+    return s
+
+
+def _find(fid):
+    for f in _fibers():
+        if int(f["id"]) == fid:
+            return f
+    return None
+
+
+def _fiber_frames(f, limit):
+    """[(pc, function name or None, sal)] of a suspended fiber."""
+    _register()
+    _unwinder.sp = int(f["ctx"]["sp"])
+    _unwinder.level = None
+    frames = []
+    try:
+        gdb.invalidate_cached_frames()
+        frame = gdb.newest_frame()
+        while frame is not None and len(frames) < limit:
+            # the pseudo frame, and inlined frames inside it, are the thread's
+            if _unwinder.level is not None and frame.level() > _unwinder.level:
+                frames.append((frame.pc(), frame.name(), frame.find_sal()))
+            frame = frame.older()
+    finally:
+        _unwinder.sp = None
+        _unwinder.level = None
+        gdb.invalidate_cached_frames()
+    return frames
+
+
+def _where(frames):
+    """The first frame that is not weft's own machinery."""
+    for pc, name, sal in frames:
+        if name and not name.startswith("weft") and name != "fiber_entry":
+            return _frame_text(pc, name, sal)
+    return ""
+
+
+def _frame_text(pc, name, sal):
+    s = "0x%016x in %s" % (pc, name or "??")
+    if sal is not None and sal.symtab is not None:
+        s += " at %s:%d" % (sal.symtab.filename, sal.line)
+    return s
+
+
+class InfoFibers(gdb.Command):
+    """List weft's fibers: id, name, state, and where a suspended one waits.
+Usage: info fibers"""
+
+    def __init__(self):
+        super(InfoFibers, self).__init__("info fibers", gdb.COMMAND_STATUS)
+
+    def invoke(self, arg, from_tty):
+        rows = []
+        for f in _fibers():
+            st = int(f["state"])
+            where = ""
+            if st in (1, 3) and _arch_ok():
+                try:
+                    where = _where(_fiber_frames(f, 16))
+                except (gdb.error, gdb.MemoryError) as e:
+                    where = "(%s)" % e
+            rows.append((int(f["id"]), f["name"].string(), _state_text(f), where))
+        if not rows:
+            print("No weft runtime is running (weft__rt has no workers).")
+            return
+        print("  %-6s %-20s %-34s %s" % ("Id", "Name", "State", "Where"))
+        for fid, name, state, where in rows:
+            print("  %-6d %-20s %-34s %s" % (fid, '"%s"' % name, state, where))
+
+
+class Fiber(gdb.Command):
+    """Commands on weft fibers. See: fiber bt."""
+
+    def __init__(self):
+        super(Fiber, self).__init__("fiber", gdb.COMMAND_STACK, prefix=True)
+
+
+class FiberBt(gdb.Command):
+    """Backtrace of a suspended weft fiber, from its saved context.
+Usage: fiber bt ID [COUNT]
+The inferior is not changed: registers are read from the fiber's switch frame."""
+
+    def __init__(self):
+        super(FiberBt, self).__init__("fiber bt", gdb.COMMAND_STACK)
+
+    def invoke(self, arg, from_tty):
+        argv = gdb.string_to_argv(arg)
+        if not argv:
+            raise gdb.GdbError("usage: fiber bt ID [COUNT]")
+        fid = int(argv[0])
+        limit = int(argv[1]) if len(argv) > 1 else 64
+        f = _find(fid)
+        if f is None:
+            raise gdb.GdbError("no live fiber with id %d" % fid)
+        st = int(f["state"])
+        print('fiber %d "%s": %s' % (fid, f["name"].string(), _state_text(f)))
+        if st == 2:
+            num = _thread_of_worker(_worker_index(f))
+            if num is not None:
+                print("  it is running on gdb thread %d: see `thread %d` then `bt`" % (num, num))
+            else:
+                print("  it is running: select the thread of worker %d and use bt" % _worker_index(f))
+            return
+        if st not in (1, 3):
+            print("  it has no suspended context")
+            return
+        if not _arch_ok():
+            raise gdb.GdbError("fiber bt: only the x86-64 switch frame is known")
+        for i, (pc, name, sal) in enumerate(_fiber_frames(f, limit)):
+            print("#%-2d %s" % (i, _frame_text(pc, name, sal)))
+
+
+InfoFibers()
+Fiber()
+FiberBt()
