@@ -189,13 +189,20 @@ TEST(diag_crash_chains_to_program_handler)
 
 /* ---------------------------------------------------------------- watchdog */
 
-static atomic_int ran, hog_done;
+/* The scene: two workers. The hog holds worker A without ever yielding;
+ * a "busy" fiber keeps worker B occupied but yields all the time, so B
+ * always finds local work and never steals. Twenty little fibers queued on
+ * A behind the hog can only run if somebody moves them: the watchdog. */
+static atomic_int ran, busy_worker = -1, busy_stop;
+static atomic_llong spin_limit_ms;
 
-NOINLINE static void hog_spin(uint64_t ns)
+static void *busy(void *arg)
 {
-    uint64_t end = weft_now() + ns;
-    while (weft_now() < end)
-        sink++;
+    (void)arg;
+    atomic_store(&busy_worker, weft_worker_id());
+    while (!atomic_load(&busy_stop))
+        weft_yield();
+    return NULL;
 }
 
 static void *little(void *arg)
@@ -205,15 +212,28 @@ static void *little(void *arg)
     return NULL;
 }
 
+/* Spin without yielding until the little ones ran or the limit passed. */
+NOINLINE static void hog_spin(uint64_t limit_ns)
+{
+    uint64_t end = weft_now() + limit_ns;
+    while (weft_now() < end && atomic_load(&ran) < 20)
+        sink++;
+}
+
 static void *hog(void *arg)
 {
     (void)arg;
-    /* queue fibers behind us on this worker, then never yield */
+    weft_attr d = { .flags = WEFT_DETACHED };
+    ASSERT_EQ(weft_spawn(NULL, &d, busy, NULL), 0);
+    /* B steals `busy` from our next slot: we do not yield meanwhile */
+    while (atomic_load(&busy_worker) < 0)
+        sink++;
+    ASSERT_NE(atomic_load(&busy_worker), weft_worker_id());
     for (int i = 0; i < 20; i++)
-        weft_spawn(NULL, &(weft_attr){ .flags = WEFT_DETACHED }, little, NULL);
-    hog_spin(600 * 1000000ull);
+        ASSERT_EQ(weft_spawn(NULL, &d, little, NULL), 0);
+    hog_spin((uint64_t)atomic_load(&spin_limit_ms) * 1000000);
     printf("little fibers that ran while the hog held its worker: %d\n", atomic_load(&ran));
-    atomic_store(&hog_done, 1);
+    atomic_store(&busy_stop, 1);
     return NULL;
 }
 
@@ -226,14 +246,18 @@ static void *main_watchdog(void *arg)
     ASSERT_EQ(weft_join(h, NULL), 0);
     weft_stats_t st;
     ASSERT_EQ(weft_stats(&st), 0);
-    printf("watchdog reports %llu\n", (unsigned long long)st.watchdog_reports);
+    printf("watchdog reports %llu, moved %llu\n", (unsigned long long)st.watchdog_reports,
+           (unsigned long long)st.watchdog_moved);
     return NULL;
 }
 
 static void child_watchdog(void *arg)
 {
+    atomic_store(&spin_limit_ms, arg ? 300 : 5000);
+    if (arg)
+        setenv("WEFT_WATCHDOG_MS", arg, 1);
     weft_config cfg = { .workers = 2, .watchdog_ms = 50 };
-    weft_run(&cfg, main_watchdog, arg, NULL);
+    weft_run(&cfg, main_watchdog, NULL, NULL);
 }
 
 static int count(const char *h, const char *n)
@@ -244,7 +268,7 @@ static int count(const char *h, const char *n)
     return c;
 }
 
-TEST(diag_watchdog_reports_hog_once)
+TEST(diag_watchdog_reports_hog_once_and_hands_off)
 {
     static char out[1 << 16];
     ASSERT_EQ(test_child(child_watchdog, NULL, out, sizeof out), 0);
@@ -252,22 +276,20 @@ TEST(diag_watchdog_reports_hog_once)
     ASSERT_EQ(count(out, "weft: watchdog:"), 1);
     ASSERT_CONTAINS(out, "\"hog\" has held worker");
     ASSERT_CONTAINS(out, "hog_spin");
-    ASSERT_CONTAINS(out, "watchdog reports 1");
+    ASSERT_CONTAINS(out, "watchdog reports 1, moved 2");
     ASSERT_CONTAINS(out, "held its worker: 20");
 }
 
-static void child_watchdog_off(void *arg)
-{
-    setenv("WEFT_WATCHDOG_MS", "off", 1);
-    child_watchdog(arg);
-}
-
-TEST(diag_watchdog_off)
+/* The same scene without a watchdog: the little fibers starve until the
+ * hog lets go (this is what the test above relies on the watchdog for). */
+TEST(diag_watchdog_off_starves)
 {
     static char out[1 << 16];
-    ASSERT_EQ(test_child(child_watchdog_off, NULL, out, sizeof out), 0);
+    ASSERT_EQ(test_child(child_watchdog, "off", out, sizeof out), 0);
+    printf("%s", out);
     ASSERT_EQ(count(out, "weft: watchdog:"), 0);
-    ASSERT_CONTAINS(out, "watchdog reports 0");
+    ASSERT_CONTAINS(out, "held its worker: 0");
+    ASSERT_CONTAINS(out, "watchdog reports 0, moved 0");
 }
 
 /* ------------------------------------------------------------------ trace */

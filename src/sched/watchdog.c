@@ -101,7 +101,6 @@ static void report(weft__worker *w, weft_fiber *f, uint64_t held, uint32_t moved
         weft__text_printf(&t, "    (it yielded before its backtrace was taken)\n");
     else
         weft__text_printf(&t, "    (no backtrace: %s)\n", strerror(-n));
-    atomic_fetch_add(&weft__wd_reports, 1);
     weft__text_write(&t, 2);
 }
 
@@ -123,11 +122,14 @@ static void check(uint64_t now)
         }
         if (now - s->since < wd_ns || weft__rt.n == 0)
             continue;
-        uint32_t moved = weft__rt.n > 1 ? shed(w) : 0;
-        if (!s->reported) {
+        bool first = !s->reported;
+        if (first) {
             s->reported = 1;
-            report(w, f, now - s->since, moved);
+            atomic_fetch_add(&weft__wd_reports, 1);   /* counted before anything moves */
         }
+        uint32_t moved = weft__rt.n > 1 ? shed(w) : 0;
+        if (first)
+            report(w, f, now - s->since, moved);
     }
 }
 
