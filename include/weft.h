@@ -239,8 +239,7 @@ typedef struct weft_worker_stats {
     uint64_t stolen;        /* ... and the fibers they moved */
     uint64_t parks;         /* waits that parked a fiber */
     uint64_t polls;         /* blocking calls into the I/O poller */
-    uint64_t spawned;       /* fibers spawned on this worker ... */
-    uint64_t alive;         /* ... of which still alive */
+    uint64_t spawned;       /* fibers spawned on this worker */
     uint64_t exited;        /* fibers that returned on this worker */
     uint64_t timers_fired;  /* sleeps, timeouts and deadlines that expired */
 } weft_worker_stats;

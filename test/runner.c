@@ -141,6 +141,12 @@ static void print_output(FILE *f)
         fwrite(buf, 1, n, stdout);
 }
 
+/* File-scope so that they stay reachable in the children, whose exit()
+ * runs the leak checkers over everything the test itself allocated. */
+static char **names;
+static size_t *sel;
+static struct running *run;
+
 int main(int argc, char **argv)
 {
     int list = 0;
@@ -148,7 +154,7 @@ int main(int argc, char **argv)
     const char *env_jobs = getenv("WEFT_TEST_JOBS");
     if (env_jobs)
         jobs = atol(env_jobs);
-    char **names = calloc((size_t)argc + 1, sizeof *names);
+    names = calloc((size_t)argc + 1, sizeof *names);
     int nnames = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-l"))
@@ -162,7 +168,8 @@ int main(int argc, char **argv)
         jobs = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1;
     qsort(tests, ntests, sizeof *tests, cmp_test);
 
-    size_t *sel = calloc(ntests + 1, sizeof *sel), nsel = 0;
+    sel = calloc(ntests + 1, sizeof *sel);
+    size_t nsel = 0;
     for (size_t i = 0; i < ntests; i++) {
         int want = nnames == 0;
         for (int k = 0; k < nnames; k++)
@@ -178,7 +185,7 @@ int main(int argc, char **argv)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     double scale = test_time_scale();
-    struct running *run = calloc((size_t)jobs, sizeof *run);
+    run = calloc((size_t)jobs, sizeof *run);
     size_t next = 0, done = 0, passed = 0, failed = 0;
     long active = 0;
     while (done < nsel) {

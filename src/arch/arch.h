@@ -76,12 +76,24 @@ int  weft__stack_alloc(size_t size, weft__stack **out);
 /* The size class a request of size bytes gets (page multiple). */
 size_t weft__stack_class(size_t size);
 void weft__stack_free(weft__stack *s);
+/* Return the memory of up to max cached stacks beyond the hot reserve to
+ * the kernel; the number still over it. Called by idle workers. */
+size_t weft__stack_trim(size_t max);
+/* Call fn on every stack ever carved and not yet released, free or in
+ * use, under the allocator's lock: how the scheduler finds every fiber
+ * (their records sit at the top of their stacks) without keeping a list. */
+void weft__stack_each(void (*fn)(weft__stack *s, void *arg), void *arg);
 /* Unmap every stack of every pool (runtime teardown: all must be free). */
 void weft__stack_release_all(void);
 int  weft__stack_guard_mode(void);
 const char *weft__stack_guard_name(void);
-/* Canary mode: 0 if the canary at the bottom of s is intact. */
-int  weft__stack_check(const weft__stack *s);
+/* 0 if s is intact: a stack with a hardware guard always is; in canary
+ * mode, the pattern at its bottom must be. Called at every switch away. */
+int  weft__stack_check_canary(const weft__stack *s);
+static inline int weft__stack_check(const weft__stack *s)
+{
+    return s->guard ? 0 : weft__stack_check_canary(s);
+}
 /* Is addr inside s's guard region (or, in canary mode, its lowest page)? */
 int  weft__stack_in_guard(const weft__stack *s, const void *addr);
 /* Deepest byte ever written, measured from the bottom (high-water mark). */

@@ -21,12 +21,13 @@
  *   worker's own thread instead: weft__diag_capture_running).
  *
  * WHAT A DUMP MAY GET WRONG
- *   The dump walks the all-fibers lists under their locks (weft__each_fiber),
- *   so no fiber can return and be freed while it is printed. It does not
- *   stop the world: fibers keep running, parking and waking meanwhile. A
- *   fiber the dump managed to hold is described consistently (its wait
- *   record — wkind, wobj, wsince, the timer — is written only by the fiber
- *   itself, which cannot run while held); only its state word may already
+ *   The dump visits every fiber by walking the stacks under the stack
+ *   allocator's lock (weft__each_fiber), so none is freed meanwhile. It does
+ *   not stop the world: fibers keep running, parking and waking. A fiber the
+ *   dump managed to hold is described consistently (its wait record —
+ *   wkind, wobj, wsince, its timer's time — is written only by the fiber
+ *   itself, which cannot run while held; the timer's place in its heap can
+ *   change, and is only tested for "armed"); only its state word may already
  *   say RUNNABLE where the wait record still names what it waited for (a
  *   waker claimed it and readied it a moment ago): the dump prints
  *   "runnable (woken from ...)" then. A fiber it could not hold is printed
@@ -247,8 +248,9 @@ static void describe_wait(struct weft__text *t, weft_fiber *f, uint64_t now)
         int64_t d = (int64_t)(tm->when - now);
         weft__text_printf(t, d >= 0 ? " until now+%.3f ms" : " until now%.3f ms", (double)d / 1e6);
     }
-    if (f->wsince && now >= f->wsince)
-        weft__text_printf(t, ", for %.3f ms", (double)(now - f->wsince) / 1e6);
+    uint64_t coarse = weft__now_coarse();   /* wsince is taken from the coarse clock */
+    if (f->wsince && coarse >= f->wsince)
+        weft__text_printf(t, ", for %.0f ms", (double)(coarse - f->wsince) / 1e6);
 }
 
 static void dump_one(weft_fiber *f, void *arg)
@@ -256,7 +258,7 @@ static void dump_one(weft_fiber *f, void *arg)
     struct weft__text *t = arg;
     uint64_t now = weft__now();
     weft__text_printf(t, "fiber %llu \"%s\"%s%s: ", (unsigned long long)f->id, f->name,
-                      f == weft__rt.main ? " (main)" : "",
+                      f->flags & WEFT__MAIN ? " (main)" : "",
                       f->flags & WEFT_PINNED ? " (pinned)" : "");
     void *pcs[DUMP_FRAMES];
     int n = 0;
@@ -340,7 +342,6 @@ int weft_stats(weft_stats_t *st)
             .parks = atomic_load_explicit(&w->st.parks, memory_order_relaxed),
             .polls = atomic_load_explicit(&w->st.polls, memory_order_relaxed),
             .spawned = atomic_load_explicit(&w->st.spawned, memory_order_relaxed),
-            .alive = atomic_load_explicit(&w->all.n, memory_order_relaxed),
             .exited = atomic_load_explicit(&w->st.exited, memory_order_relaxed),
             .timers_fired = atomic_load_explicit(&w->st.timers_fired, memory_order_relaxed),
         };
@@ -352,7 +353,6 @@ int weft_stats(weft_stats_t *st)
         st->total.parks += s.parks;
         st->total.polls += s.polls;
         st->total.spawned += s.spawned;
-        st->total.alive += s.alive;
         st->total.exited += s.exited;
         st->total.timers_fired += s.timers_fired;
     }

@@ -56,6 +56,6 @@ void weft__watchdog_stop(void);
 extern _Atomic uint64_t weft__wd_reports, weft__wd_moved;
 
 /* sched.c: queue fibers on the global queue and wake a worker for them. */
-void weft__global_put(weft_fiber *head, weft_fiber *tail, uint32_t n);
+void weft__global_put(weft_fiber *const *fs, uint32_t n);
 
 #endif

@@ -35,46 +35,34 @@
 
 void weft__sched_fiber_gone(void);
 
-#define STACK_CACHE_MAX 64
+#define STACK_CACHE_MAX 256   /* freed stacks a worker keeps for its next spawns */
 
 /* ---------------------------------------------------------- all fibers */
 
-static void list_add(struct weft__fiber_list *l, weft_fiber *f)
+/* There is no list of fibers: every record sits at the top of a stack, so
+ * walking the stacks finds them all, and spawn and exit touch nothing but
+ * the fiber itself. */
+static weft_fiber *fiber_of(weft__stack *s)
 {
-    weft__lock_acquire(&l->lock);
-    f->all = l;
-    f->all_prev = NULL;
-    f->all_next = l->head;
-    if (l->head)
-        l->head->all_prev = f;
-    l->head = f;
-    atomic_fetch_add_explicit(&l->n, 1, memory_order_relaxed);
-    weft__lock_release(&l->lock);
+    return (weft_fiber *)(((uintptr_t)s->hi - sizeof(weft_fiber)) & ~(uintptr_t)63);
 }
 
-static void list_remove(weft_fiber *f)
+struct each { void (*fn)(weft_fiber *, void *); void *arg; };
+
+static void each_stack(weft__stack *s, void *arg)
 {
-    struct weft__fiber_list *l = f->all;
-    weft__lock_acquire(&l->lock);
-    if (f->all_prev)
-        f->all_prev->all_next = f->all_next;
-    else
-        l->head = f->all_next;
-    if (f->all_next)
-        f->all_next->all_prev = f->all_prev;
-    atomic_fetch_sub_explicit(&l->n, 1, memory_order_relaxed);
-    weft__lock_release(&l->lock);
+    struct each *e = arg;
+    weft_fiber *f = fiber_of(s);
+    int st = atomic_load_explicit(&f->state, memory_order_acquire);
+    if (st >= WEFT_F_RUNNABLE && st <= WEFT_F_DEAD &&
+        atomic_load_explicit(&f->magic, memory_order_relaxed) == WEFT_FIBER_MAGIC)
+        e->fn(f, e->arg);
 }
 
 void weft__each_fiber(void (*fn)(weft_fiber *, void *), void *arg)
 {
-    for (unsigned i = 0; i < weft__rt.n; i++) {
-        struct weft__fiber_list *l = &weft__rt.workers[i].all;
-        weft__lock_acquire(&l->lock);
-        for (weft_fiber *f = l->head; f; f = f->all_next)
-            fn(f, arg);
-        weft__lock_release(&l->lock);
-    }
+    struct each e = { fn, arg };
+    weft__stack_each(each_stack, &e);
 }
 
 /* ------------------------------------------------------------ fiber-local */
@@ -217,9 +205,11 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
             return err;
     }
 
-    weft_fiber *f = (weft_fiber *)(((uintptr_t)s->hi - sizeof(weft_fiber)) & ~(uintptr_t)63);
-    memset(f, 0, sizeof *f);
-    f->magic = WEFT_FIBER_MAGIC;
+    weft_fiber *f = fiber_of(s);
+    /* Zero all but the header (published last, below) and the name (one
+     * terminator): under 256 bytes the compiler zeroes with wide stores. */
+    memset(&f->ctx, 0, offsetof(weft_fiber, name) - offsetof(weft_fiber, ctx));
+    f->name[0] = 0;
     f->flags = flags;
     f->stack = s;
     f->fn = fn;
@@ -227,8 +217,6 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
     f->deadline = -1;
     f->timer.idx = SIZE_MAX;
     f->id = atomic_fetch_add_explicit(&weft__rt.next_id, 1, memory_order_relaxed);
-    atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_relaxed);
-    weft__lock_init(&f->jlock);
     if (attr && attr->name) {
         strncpy(f->name, attr->name, WEFT_NAME_MAX - 1);
         f->name[WEFT_NAME_MAX - 1] = 0;
@@ -241,7 +229,8 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
     f->tsan_fiber = san_tsan_create();
 
     atomic_fetch_add(&weft__rt.nlive, 1);
-    list_add(w ? &w->all : &weft__rt.workers[0].all, f);
+    atomic_store_explicit(&f->magic, WEFT_FIBER_MAGIC, memory_order_relaxed);
+    atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_release);   /* visible to walkers */
     if (w)
         atomic_fetch_add_explicit(&w->st.spawned, 1, memory_order_relaxed);
     if (out)
@@ -256,7 +245,6 @@ void weft__fiber_free(weft__worker *w, weft_fiber *f)
     san_tsan_destroy(f->tsan_fiber);
     free(f->fls);
     f->fls = NULL;
-    weft__lock_destroy(&f->jlock);
     weft__stack *s = f->stack;
     if (w && w->nscache < STACK_CACHE_MAX) {
         s->next = w->scache;
@@ -277,10 +265,8 @@ static void cancel_one(weft_fiber *f, void *arg)
 void weft__fiber_finish(weft__worker *w, weft_fiber *f)
 {
     atomic_fetch_add_explicit(&w->st.exited, 1, memory_order_relaxed);
-    list_remove(f);
-    if (f == weft__rt.main) {
+    if (f->flags & WEFT__MAIN) {
         weft__rt.main_ret = f->ret;
-        weft__rt.main = NULL;
         atomic_store(&weft__rt.cancel_all, 1);
         atomic_store(&weft__rt.main_done, 1);
         weft__each_fiber(cancel_one, NULL);
@@ -289,16 +275,16 @@ void weft__fiber_finish(weft__worker *w, weft_fiber *f)
         weft__sched_fiber_gone();
         return;
     }
-    weft__lock_acquire(&f->jlock);
+    weft__spin_lock(&f->jlock);
     atomic_store_explicit(&f->state, WEFT_F_DEAD, memory_order_relaxed);
     if (f->flags & WEFT_DETACHED) {
-        weft__lock_release(&f->jlock);
+        weft__spin_unlock(&f->jlock);
         weft__fiber_free(w, f);
     } else {
         weft_fiber *j = f->joiner;
         if (j && weft__wake_claim(j, 0))
             weft__ready(j);
-        weft__lock_release(&f->jlock);   /* the joiner may free f from here on */
+        weft__spin_unlock(&f->jlock);   /* the joiner may free f from here on */
     }
     weft__sched_fiber_gone();
 }
@@ -312,12 +298,12 @@ static bool valid(const weft_fiber *f)
 static void join_unlink(weft_fiber *self)
 {
     weft_fiber *f = self->wobj;
-    weft__lock_acquire(&f->jlock);
+    weft__spin_lock(&f->jlock);
     if (f->joiner == self) {
         f->joiner = NULL;
         f->joined = 0;
     }
-    weft__lock_release(&f->jlock);
+    weft__spin_unlock(&f->jlock);
 }
 
 int weft_join(weft_fiber *f, void **ret)
@@ -329,30 +315,30 @@ int weft_join(weft_fiber *f, void **ret)
         return -EPERM;
     if (f == self)
         return -EDEADLK;
-    weft__lock_acquire(&f->jlock);
+    weft__spin_lock(&f->jlock);
     if (atomic_load(&f->state) == WEFT_F_FREED || (f->flags & WEFT_DETACHED) || f->joined) {
-        weft__lock_release(&f->jlock);
+        weft__spin_unlock(&f->jlock);
         return -EINVAL;
     }
     int r = 0;
     if (atomic_load(&f->state) != WEFT_F_DEAD) {
         if ((r = weft__wait_check(self)) < 0) {
-            weft__lock_release(&f->jlock);
+            weft__spin_unlock(&f->jlock);
             return r;
         }
         f->joined = 1;
         f->joiner = self;
         weft__wait_prepare(self, WEFT_W_JOIN, f, join_unlink);
-        weft__lock_release(&f->jlock);
+        weft__spin_unlock(&f->jlock);
         r = weft__wait_park(self, -1);
         if (r < 0)
             return r;   /* cancelled or timed out: join_unlink made f joinable again */
         /* Woken by f's exit under jlock: pass through the lock so that its
          * worker is done with f before we free it. */
-        weft__lock_acquire(&f->jlock);
+        weft__spin_lock(&f->jlock);
     }
     f->joined = 1;
-    weft__lock_release(&f->jlock);
+    weft__spin_unlock(&f->jlock);
     if (ret)
         *ret = f->ret;
     weft__fiber_free(weft__cur_worker(), f);
@@ -363,19 +349,19 @@ int weft_detach(weft_fiber *f)
 {
     if (!valid(f))
         return -EINVAL;
-    weft__lock_acquire(&f->jlock);
+    weft__spin_lock(&f->jlock);
     if ((f->flags & WEFT_DETACHED) || f->joined || atomic_load(&f->state) == WEFT_F_FREED) {
-        weft__lock_release(&f->jlock);
+        weft__spin_unlock(&f->jlock);
         return -EINVAL;
     }
     if (atomic_load(&f->state) == WEFT_F_DEAD) {
         f->joined = 1;
-        weft__lock_release(&f->jlock);
+        weft__spin_unlock(&f->jlock);
         weft__fiber_free(weft__cur_worker(), f);
         return 0;
     }
     f->flags |= WEFT_DETACHED;
-    weft__lock_release(&f->jlock);
+    weft__spin_unlock(&f->jlock);
     return 0;
 }
 

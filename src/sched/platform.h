@@ -38,6 +38,7 @@ void weft__thread_join(weft__thread t);
 unsigned weft__cpu_count(void);
 void weft__os_yield(void);
 
-uint64_t weft__now(void);   /* monotonic ns */
+uint64_t weft__now(void);          /* monotonic ns */
+uint64_t weft__now_coarse(void);   /* monotonic ns, about 1-4 ms resolution, cheaper */
 
 #endif

@@ -38,11 +38,18 @@
 
 struct weft_fiber;
 
+/* Three cache lines for three access patterns: head (CAS by thieves and
+ * owner), tail (written by the owner, polled by spinning workers), next
+ * (exchanged by the owner at every wake-up, taken by thieves only rarely).
+ * Sharing a line between tail and next made every wake-up on a busy
+ * worker miss in cache while another worker was spinning. */
 struct weft__runq {
     _Atomic uint32_t head;
-    char pad0[60];                      /* keep thieves' CAS off the owner's line */
+    char pad0[60];
     _Atomic uint32_t tail;
+    char pad1[60];
     _Atomic(struct weft_fiber *) next;
+    char pad2[56];
     _Atomic(struct weft_fiber *) buf[RUNQ_SIZE];
 };
 

@@ -144,6 +144,19 @@ static inline void cpu_relax(void)
 #endif
 }
 
+void weft__spin_lock_slow(weft__spin *l)
+{
+    for (unsigned spins = 0;; spins++) {
+        if (!atomic_load_explicit(&l->v, memory_order_relaxed) &&
+            !atomic_exchange_explicit(&l->v, 1, memory_order_acquire))
+            return;
+        if (spins < 100)
+            cpu_relax();
+        else
+            weft__os_yield();
+    }
+}
+
 static uint32_t fastrand(weft__worker *w)
 {
     /* xorshift64*: cheap, per worker, good enough to pick steal victims */
@@ -182,7 +195,6 @@ static void run_fiber(weft__worker *w, weft_fiber *f)
     }
     f->worker = w;
     atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
-    f->stamp = 0;
     w->cur = f;
     atomic_fetch_add_explicit(&w->st.switches, 1, memory_order_relaxed);
     errno = f->saved_errno;
@@ -250,54 +262,65 @@ void weft__fiber_entry_finish(weft_fiber *self)
 
 /* --------------------------------------------------------------- queues */
 
-static void global_put_list(weft_fiber *head, weft_fiber *tail, uint32_t n)
+/* The global queue is a growable circular array of fiber pointers rather
+ * than a list threaded through the fibers: taking a batch then reads one
+ * contiguous array instead of following a pointer into each fiber's record,
+ * each on its own stack page (a cache and TLB miss apiece: 16% of skynet's
+ * time with the list). */
+static void global_put_batch(weft_fiber *const *fs, uint32_t n)
 {
-    weft__lock_acquire(&weft__rt.glock);
-    tail->next = NULL;
-    if (weft__rt.gtail)
-        weft__rt.gtail->next = head;
-    else
-        weft__rt.ghead = head;
-    weft__rt.gtail = tail;
-    atomic_fetch_add(&weft__rt.gn, n);
-    weft__lock_release(&weft__rt.glock);
+    struct weft__rt *rt = &weft__rt;
+    weft__lock_acquire(&rt->glock);
+    if (rt->glen + n > rt->gcap) {
+        size_t cap = rt->gcap ? rt->gcap : 1024;
+        while (cap < rt->glen + n)
+            cap *= 2;
+        weft_fiber **b = malloc(cap * sizeof *b);
+        if (!b)
+            weft__panic(__FILE__, __LINE__, "out of memory for the global run queue");
+        for (size_t i = 0; i < rt->glen; i++)
+            b[i] = rt->gbuf[(rt->ghead + i) % rt->gcap];
+        free(rt->gbuf);
+        rt->gbuf = b;
+        rt->gcap = cap;
+        rt->ghead = 0;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        rt->gbuf[(rt->ghead + rt->glen + i) % rt->gcap] = fs[i];
+    rt->glen += n;
+    atomic_store(&rt->gn, (uint32_t)rt->glen);
+    weft__lock_release(&rt->glock);
 }
 
 /* Take a batch from the global queue into w's ring; return one to run. */
 static weft_fiber *global_get(weft__worker *w, uint32_t max)
 {
-    if (atomic_load_explicit(&weft__rt.gn, memory_order_relaxed) == 0)
+    struct weft__rt *rt = &weft__rt;
+    if (atomic_load_explicit(&rt->gn, memory_order_relaxed) == 0)
         return NULL;
-    weft__lock_acquire(&weft__rt.glock);
-    uint32_t n = atomic_load(&weft__rt.gn);
+    weft__lock_acquire(&rt->glock);
+    size_t n = rt->glen;
     if (n == 0) {
-        weft__lock_release(&weft__rt.glock);
+        weft__lock_release(&rt->glock);
         return NULL;
     }
     /* a fair share, leaving work for the others */
-    uint32_t take = n / weft__rt.n + 1;
+    size_t take = n / rt->n + 1;
     if (take > n)
         take = n;
     if (take > max)
         take = max;
-    if (take > RUNQ_SIZE / 2)
-        take = RUNQ_SIZE / 2;
-    weft_fiber *first = weft__rt.ghead;
-    weft__rt.ghead = first->next;
-    for (uint32_t i = 1; i < take; i++) {
-        weft_fiber *f = weft__rt.ghead;
-        weft__rt.ghead = f->next;
-        if (!runq_push(&w->rq, f)) {   /* cannot happen: callers have room */
-            f->next = weft__rt.ghead;
-            weft__rt.ghead = f;
-            take = i;
-            break;
-        }
-    }
-    if (!weft__rt.ghead)
-        weft__rt.gtail = NULL;
-    atomic_fetch_sub(&weft__rt.gn, take);
-    weft__lock_release(&weft__rt.glock);
+    if (take > RUNQ_SIZE - runq_len(&w->rq))
+        take = RUNQ_SIZE - runq_len(&w->rq);
+    if (take == 0)
+        take = 1;
+    weft_fiber *first = rt->gbuf[rt->ghead];
+    for (size_t i = 1; i < take; i++)
+        runq_push(&w->rq, rt->gbuf[(rt->ghead + i) % rt->gcap]);
+    rt->ghead = (rt->ghead + take) % rt->gcap;
+    rt->glen -= take;
+    atomic_store(&rt->gn, (uint32_t)rt->glen);
+    weft__lock_release(&rt->glock);
     return first;
 }
 
@@ -311,9 +334,7 @@ static void local_put(weft__worker *w, weft_fiber *f)
         if (n == 0)
             continue;   /* a thief made room */
         batch[n++] = f;
-        for (uint32_t i = 0; i + 1 < n; i++)
-            batch[i]->next = batch[i + 1];
-        global_put_list(batch[0], batch[n - 1], n);
+        global_put_batch(batch, n);
         return;
     }
 }
@@ -387,9 +408,9 @@ static void wakep(void)
     signal_worker(w);
 }
 
-void weft__global_put(weft_fiber *head, weft_fiber *tail, uint32_t n)
+void weft__global_put(weft_fiber *const *fs, uint32_t n)
 {
-    global_put_list(head, tail, n);
+    global_put_batch(fs, n);
     wakep();
 }
 
@@ -432,7 +453,7 @@ void weft__ready(weft_fiber *f)
     }
     if (WEFT_UNLIKELY(!w)) {
         /* a plain thread (blocking pool, user thread): any worker may take it */
-        global_put_list(f, f, 1);
+        global_put_batch(&f, 1);
         wakep();
         return;
     }
@@ -451,7 +472,7 @@ void weft__ready_new(weft_fiber *f, weft__worker *w)
         if (f->home) {
             inbox_put(f->home, f);
         } else {
-            global_put_list(f, f, 1);
+            global_put_batch(&f, 1);
             wakep();
         }
         return;
@@ -483,11 +504,15 @@ static void heap_set(weft__worker *w, size_t i, weft__timer *t)
     t->idx = i;
 }
 
+/* A 4-ary min-heap: half the depth of a binary one, and the four children
+ * of a node sit next to each other in the array. The timers themselves live
+ * in their fibers' records, all over memory, so every level costs a cache
+ * miss; fewer levels is what matters (Go's timer heap is 4-ary too). */
 static void heap_up(weft__worker *w, size_t i)
 {
     weft__timer *t = w->heap[i];
     while (i > 0) {
-        size_t p = (i - 1) / 2;
+        size_t p = (i - 1) / 4;
         if (!HEAP_LESS(t, w->heap[p]))
             break;
         heap_set(w, i, w->heap[p]);
@@ -500,15 +525,19 @@ static void heap_down(weft__worker *w, size_t i)
 {
     weft__timer *t = w->heap[i];
     for (;;) {
-        size_t c = 2 * i + 1;
+        size_t c = 4 * i + 1, end = c + 4;
         if (c >= w->heap_len)
             break;
-        if (c + 1 < w->heap_len && HEAP_LESS(w->heap[c + 1], w->heap[c]))
-            c++;
-        if (!HEAP_LESS(w->heap[c], t))
+        if (end > w->heap_len)
+            end = w->heap_len;
+        size_t m = c;
+        for (size_t k = c + 1; k < end; k++)
+            if (HEAP_LESS(w->heap[k], w->heap[m]))
+                m = k;
+        if (!HEAP_LESS(w->heap[m], t))
             break;
-        heap_set(w, i, w->heap[c]);
-        i = c;
+        heap_set(w, i, w->heap[m]);
+        i = m;
     }
     heap_set(w, i, t);
 }
@@ -520,8 +549,10 @@ static void heap_remove(weft__worker *w, weft__timer *t)
     t->idx = SIZE_MAX;
     if (last != t) {
         heap_set(w, i, last);
-        heap_up(w, i);
-        heap_down(w, last->idx);
+        if (i > 0 && HEAP_LESS(last, w->heap[(i - 1) / 4]))
+            heap_up(w, i);
+        else
+            heap_down(w, i);
     }
     atomic_store(&w->tnext, w->heap_len ? w->heap[0]->when : UINT64_MAX);
 }
@@ -540,8 +571,6 @@ void weft__timer_arm(weft_fiber *f, uint64_t when)
         w->heap = h;
         w->heap_cap = cap;
     }
-    /* Equal times fire in arming order: nudge by a sequence number in the
-     * low bits is not needed; the heap is stable enough for the ns clock. */
     t->when = when;
     t->owner = w;
     heap_set(w, w->heap_len++, t);
@@ -683,7 +712,7 @@ int weft__wait_park(weft_fiber *self, int64_t timeout)
         weft__timer_arm(self, (uint64_t)when);
         armed = true;
     }
-    self->wsince = weft__now();
+    self->wsince = weft__now_coarse();   /* for weft_dump: ms resolution is plenty */
     atomic_fetch_add_explicit(&self->worker->st.parks, 1, memory_order_relaxed);
     weft__switch_out(self, WEFT_POST_PARK);
     if (armed)
@@ -695,23 +724,34 @@ int weft__wait_park(weft_fiber *self, int64_t timeout)
 
 /* ---------------------------------------------------------- finding work */
 
+/* Work that another worker could take: the global queue, our inbox, any
+ * ring. Other workers' next slots do not count: each belongs to a fiber
+ * its owner is about to run (see steal_work). */
 static bool any_work(weft__worker *w)
 {
     if (atomic_load(&weft__rt.gn) || atomic_load(&w->inbox_n))
         return true;
-    for (unsigned i = 0; i < weft__rt.n; i++)
-        if (!runq_empty(&weft__rt.workers[i].rq))
+    for (unsigned i = 0; i < weft__rt.n; i++) {
+        weft__worker *v = &weft__rt.workers[i];
+        if (runq_len(&v->rq) || (v == w && !runq_empty(&w->rq)))
             return true;
+    }
     return false;
 }
 
-static weft_fiber *steal_work(weft__worker *w)
+/* Steal half of another worker's ring. A victim's next slot is taken only
+ * when take_next names that victim: the fiber there was just readied by
+ * the fiber its owner is running, which usually parks a moment later and
+ * lets the owner run it (a sender and its receiver, a spawner and its
+ * child). Stealing it at once would make the pair ping-pong across CPUs.
+ * spin_for_work passes a victim whose owner made no progress for a whole
+ * spin window (Go waits 3 us before the same theft). */
+static weft_fiber *steal_work(weft__worker *w, weft__worker *take_next)
 {
     weft_fiber *batch[RUNQ_SIZE / 2 + 1];
     unsigned n = weft__rt.n;
     uint64_t now = weft__now();
     for (int round = 0; round < 4; round++) {
-        bool last = round == 3;
         unsigned start = fastrand(w) % n;
         for (unsigned k = 0; k < n; k++) {
             weft__worker *v = &weft__rt.workers[(start + k) % n];
@@ -724,7 +764,7 @@ static weft_fiber *steal_work(weft__worker *w)
                 if (f)
                     return f;
             }
-            uint32_t got = runq_grab(&v->rq, batch, last);
+            uint32_t got = runq_grab(&v->rq, batch, v == take_next);
             if (got == 0)
                 continue;
             atomic_fetch_add_explicit(&w->st.steals, 1, memory_order_relaxed);
@@ -747,16 +787,48 @@ static void stop_spinning(weft__worker *w)
         wakep();   /* we were the last one looking: there may be more work */
 }
 
+#define SPIN_NS 20000
+#define TRIM_BATCH 512   /* stacks trimmed per trip to idle */
+
+/* Spin up to SPIN_NS for work to appear. Returns true to look again: work
+ * appeared, or a victim's next slot went untouched for the whole window
+ * (its owner is stuck in one fiber), in which case *stuck names it. */
+static bool spin_for_work(weft__worker *w, weft__worker **stuck)
+{
+    uint32_t ticks[64];
+    unsigned n = weft__rt.n < 64 ? weft__rt.n : 64;
+    for (unsigned i = 0; i < n; i++)
+        ticks[i] = atomic_load_explicit(&weft__rt.workers[i].tick, memory_order_relaxed);
+    uint64_t until = weft__now() + SPIN_NS;
+    do {
+        for (int i = 0; i < 64; i++)
+            cpu_relax();
+        if (any_work(w) || atomic_load_explicit(&weft__rt.shutdown, memory_order_relaxed))
+            return true;
+    } while (weft__now() < until);
+    for (unsigned i = 0; i < n; i++) {
+        weft__worker *v = &weft__rt.workers[i];
+        if (v != w && atomic_load_explicit(&v->tick, memory_order_relaxed) == ticks[i] &&
+            atomic_load_explicit(&v->rq.next, memory_order_relaxed)) {
+            *stuck = v;
+            return true;
+        }
+    }
+    return false;
+}
+
 static weft_fiber *local_work(weft__worker *w)
 {
     bool was_next;
     weft_fiber *f;
-    w->tick++;
-    if (w->tick % 61 == 0 && (f = global_get(w, 1)))
+    uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed) + 1;
+    atomic_store_explicit(&w->tick, tick, memory_order_relaxed);   /* read by thieves */
+    if (tick % 61 == 0 && (f = global_get(w, 1)))
         return f;
-    if (w->tick % 61 == 0 && (f = inbox_take(w)))
+    if (tick % 61 == 0 && (f = inbox_take(w)))
         return f;
-    fire_timers(w, weft__now(), false);
+    if (atomic_load_explicit(&w->tnext, memory_order_relaxed) != UINT64_MAX)
+        fire_timers(w, weft__now(), false);   /* the clock only when a timer is armed */
     f = runq_get(&w->rq, w->next_streak >= 61, &was_next);
     if (f) {
         w->next_streak = was_next ? w->next_streak + 1 : 0;
@@ -841,21 +913,33 @@ static weft_fiber *find_runnable(weft__worker *w)
                 atomic_fetch_add(&weft__rt.nspinning, 1);
             }
         }
-        if (w->spinning && weft__rt.n > 1 && (f = steal_work(w)))
+        if (w->spinning && weft__rt.n > 1 && (f = steal_work(w, NULL)))
             goto found;
+        /* A spinner keeps looking a little longer before it sleeps: while
+         * it spins, producers' wakep() sees nspinning > 0 and makes no
+         * system call, and a burst of spawns or wake-ups a few microseconds
+         * apart is picked up without a futex round trip per fiber. Bounded
+         * (SPIN_NS), and only for spinners (at most half the busy workers). */
+        weft__worker *stuck = NULL;
+        if (w->spinning && weft__rt.n > 1 && spin_for_work(w, &stuck)) {
+            if (stuck && (f = steal_work(w, stuck)))
+                goto found;
+            continue;
+        }
 
         /* Go idle: announce it, then look once more (see the protocol). */
         weft__lock_acquire(&weft__rt.idle_lock);
+        /* Once on the list, w->spinning belongs to whoever pops us (wakep
+         * sets it), so it is read and cleared before, under the lock. */
+        bool was_spinning = w->spinning;
+        w->spinning = false;
         w->idle = true;
         w->idle_next = weft__rt.idle;
         weft__rt.idle = w;
         atomic_fetch_add(&weft__rt.nidle, 1);
         weft__lock_release(&weft__rt.idle_lock);
-        bool was_spinning = w->spinning;
-        if (was_spinning) {
-            w->spinning = false;
+        if (was_spinning)
             atomic_fetch_sub(&weft__rt.nspinning, 1);
-        }
         atomic_thread_fence(memory_order_seq_cst);
         if (any_work(w) || atomic_load(&weft__rt.shutdown)) {
             weft__lock_acquire(&weft__rt.idle_lock);
@@ -869,7 +953,12 @@ static weft_fiber *find_runnable(weft__worker *w)
              * permit is consumed by the next sleep, harmlessly. */
             continue;
         }
-        worker_sleep(w, sleep_timeout(w));
+        /* Idle time is when cached stacks beyond the hot reserve give
+         * their memory back; with more to do, sleep at most 10 ms. */
+        int64_t timeout = sleep_timeout(w);
+        if (weft__stack_trim(TRIM_BATCH) && (timeout < 0 || timeout > 10000000))
+            timeout = 10000000;
+        worker_sleep(w, timeout);
         weft__lock_acquire(&weft__rt.idle_lock);
         idle_remove_locked(w);   /* timed out, or woken by a targeted wake */
         weft__lock_release(&weft__rt.idle_lock);
@@ -963,7 +1052,8 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     rt->debug_migrate = dm && *dm && strcmp(dm, "0") != 0;
     weft__lock_init(&rt->glock);
     weft__lock_init(&rt->idle_lock);
-    rt->ghead = rt->gtail = NULL;
+    rt->gbuf = NULL;
+    rt->gcap = rt->glen = rt->ghead = 0;
     atomic_store(&rt->gn, 0);
     rt->idle = NULL;
     atomic_store(&rt->nidle, 0);
@@ -980,7 +1070,6 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
         w->rng = 0x9E3779B97F4A7C15ull * (i + 1);
         weft__lock_init(&w->inbox_lock);
         weft__lock_init(&w->tlock);
-        weft__lock_init(&w->all.lock);
         atomic_store(&w->tnext, UINT64_MAX);
     }
     weft__crash_install();
@@ -994,7 +1083,7 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     int err = weft_spawn(&mainf, &ma, main_fn, arg);
     if (err < 0)
         goto out;
-    rt->main = mainf;
+    mainf->flags |= WEFT__MAIN;   /* no worker runs yet: nobody reads it concurrently */
     weft__diag_start(cfg);   /* dump signal, crash reports, trace, watchdog */
 
     unsigned started = 1;
@@ -1031,10 +1120,11 @@ out:
         free(w->heap);
         weft__lock_destroy(&w->inbox_lock);
         weft__lock_destroy(&w->tlock);
-        weft__lock_destroy(&w->all.lock);
     }
     weft__stack_release_all();
     weft__lock_destroy(&rt->glock);
+    free(rt->gbuf);
+    rt->gbuf = NULL;
     weft__lock_destroy(&rt->idle_lock);
     rt->workers = NULL;
     rt->n = 0;

@@ -49,6 +49,23 @@ _Noreturn void weft__panic(const char *file, int line, const char *what);
 
 typedef struct weft__worker weft__worker;
 
+/* A spinlock for critical sections of a few instructions (a fiber's join
+ * state, a fiber list). Uncontended it is one exchange and one store; a
+ * waiter spins briefly, then yields the CPU, because with more workers
+ * than cores the holder may have been preempted. */
+typedef struct weft__spin { _Atomic uint32_t v; } weft__spin;
+void weft__spin_lock_slow(weft__spin *l);
+static inline void weft__spin_lock(weft__spin *l)
+{
+    if (WEFT_LIKELY(!atomic_exchange_explicit(&l->v, 1, memory_order_acquire)))
+        return;
+    weft__spin_lock_slow(l);
+}
+static inline void weft__spin_unlock(weft__spin *l)
+{
+    atomic_store_explicit(&l->v, 0, memory_order_release);
+}
+
 /* What a parked fiber waits for (weft_dump prints it). */
 enum weft__wait_kind {
     WEFT_W_NONE = 0, WEFT_W_SLEEP, WEFT_W_JOIN, WEFT_W_MUTEX, WEFT_W_COND,
@@ -72,10 +89,13 @@ typedef struct weft__timer {
 #define WEFT_NAME_MAX 32
 
 struct weft_fiber {
+    /* Read by whoever walks the stacks looking for fibers (dump, cancel
+     * on exit), so spawn publishes them last, atomically, and zeroes
+     * only what follows. */
+    _Atomic uint32_t magic;         /* WEFT_FIBER_MAGIC once a fiber was spawned here */
+    _Atomic int state;              /* enum weft__fstate */
     weft__ctx ctx;                  /* saved stack pointer while suspended */
     _Atomic int on_cpu;             /* 1 from resume until its worker finished switching away */
-    uint32_t magic;
-    _Atomic int state;              /* enum weft__fstate (relaxed: for dumps and checks) */
     unsigned flags;                 /* WEFT_DETACHED, WEFT_PINNED */
     weft__worker *worker;           /* the worker it runs/ran on */
     weft__worker *home;             /* pinned: the only worker it may run on */
@@ -95,27 +115,22 @@ struct weft_fiber {
     _Atomic int cancelled;
 
     /* life cycle and join */
-    weft__lock jlock;
+    weft__spin jlock;
     int joined;                     /* a joiner took it (or is waiting) */
     weft_fiber *joiner;
     void *(*fn)(void *);
     void *arg;
     void *ret;
 
-    /* all-fibers list of its spawning worker (weft_dump, cancel on exit) */
-    weft_fiber *all_prev, *all_next;
-    struct weft__fiber_list *all;
-
     void **fls;                     /* fiber-local values, lazily allocated */
     unsigned fls_len;
     weft__stack *stack;
-    uint64_t stamp;                 /* weft__now() at the last state change */
 
     /* sanitizer bookkeeping */
     void *asan_fake;
     void *tsan_fiber;
 
-    char name[WEFT_NAME_MAX];
+    char name[WEFT_NAME_MAX];       /* last: spawn zeroes everything before it */
 };
 
 /* ---------------------------------------------------------- current fiber */
@@ -159,7 +174,10 @@ bool weft__debug_migrate(void);
 /* Threads of the blocking pool, kept up to date by src/io (weft_stats). */
 extern _Atomic uint32_t weft__pool_threads;
 
-/* Visit every live fiber (dump, cancel-all); fn runs with list locks held. */
+/* Visit every fiber spawned and not yet freed (running, runnable, parked,
+ * or returned and not yet joined). fn runs under the stack allocator's
+ * lock, so it must not spawn or free; fields other than magic and state
+ * may be changing under it. */
 void weft__each_fiber(void (*fn)(weft_fiber *, void *), void *arg);
 
 /* ------------------------------------------------------- the poller hooks */

@@ -72,9 +72,7 @@ static uint32_t shed(weft__worker *w)
     weft_fiber *batch[RUNQ_SIZE / 2 + 1];
     uint32_t total = 0, n;
     while ((n = runq_grab(&w->rq, batch, true)) > 0) {
-        for (uint32_t i = 0; i + 1 < n; i++)
-            batch[i]->next = batch[i + 1];
-        weft__global_put(batch[0], batch[n - 1], n);
+        weft__global_put(batch, n);
         total += n;
     }
     if (total)

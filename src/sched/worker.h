@@ -9,14 +9,11 @@
 #include "runq.h"
 #include "sched.h"
 
+/* Internal fiber flag, beside the public WEFT_DETACHED and WEFT_PINNED. */
+#define WEFT__MAIN (1u << 31)   /* weft_run's main fiber */
+
 /* What a fiber asked its worker to do once it has switched away. */
 enum { WEFT_POST_PARK = 1, WEFT_POST_YIELD, WEFT_POST_EXIT };
-
-struct weft__fiber_list {
-    weft__lock lock;
-    weft_fiber *head;
-    _Atomic uint64_t n;             /* length, for weft_stats */
-};
 
 typedef struct weft__wstats {
     _Atomic uint64_t switches, steals, stolen, parks, polls, spawned, exited, timers_fired;
@@ -28,7 +25,7 @@ struct weft__worker {
     weft_fiber *cur;                /* fiber running now, NULL in the run loop */
     int post;                       /* WEFT_POST_* left by the fiber that switched away */
     unsigned idx;
-    uint32_t tick;                  /* schedule() calls, for the every-61 checks */
+    _Atomic uint32_t tick;          /* schedules: the every-61 checks; thieves watch it move */
     uint32_t next_streak;           /* consecutive picks from the next slot */
     bool spinning;                  /* counted in rt.nspinning */
     uint64_t rng;
@@ -55,7 +52,6 @@ struct weft__worker {
     weft__stack *scache;
     unsigned nscache;
 
-    struct weft__fiber_list all;    /* fibers spawned here and still alive */
     weft__wstats st;
 
     weft__thread thread;
@@ -79,7 +75,8 @@ struct weft__rt {
 
     /* global queue: spawns from outside, overflow of local rings */
     weft__lock glock;
-    weft_fiber *ghead, *gtail;
+    weft_fiber **gbuf;              /* circular: glen fibers from ghead */
+    size_t gcap, glen, ghead;
     _Atomic uint32_t gn;
 
     /* idle workers */
@@ -93,7 +90,6 @@ struct weft__rt {
     _Atomic int main_done;
     _Atomic int cancel_all;         /* main returned: every fiber is born cancelled */
     _Atomic int shutdown;
-    weft_fiber *main;
     void *main_ret;
 };
 

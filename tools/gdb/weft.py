@@ -27,8 +27,8 @@
 # above it). The unwinder is switched off again and gdb's frame cache
 # flushed before the command returns, whatever happens.
 #
-# The fibers are found from the runtime record weft__rt: each worker's list
-# of the fibers spawned on it (workers[i].all.head, linked by all_next).
+# The fibers are found as the runtime finds them: by walking the carved
+# stacks of every pool of the stack allocator, whose top holds the record.
 # Only the x86-64 System V frame is known here; other architectures get a
 # message (the AArch64 frame would be read the same way: x19-x29, lr, sp).
 
@@ -103,16 +103,39 @@ def _arch_ok():
 
 
 def _fibers():
+    """Every fiber spawned and not yet freed. There is no list of fibers:
+    each record sits at the top of its stack, so walk the stacks the way
+    weft__stack_each does (src/arch/stack.c) and keep the records whose
+    magic and state say "a fiber lives here"."""
     rt = gdb.parse_and_eval("weft__rt")
-    n = int(rt["n"])
-    workers = rt["workers"]
-    if n == 0 or int(workers) == 0:
+    if int(rt["n"]) == 0 or int(rt["workers"]) == 0:
         return
-    for i in range(n):
-        f = workers[i]["all"]["head"]
-        while int(f) != 0:
-            yield f
-            f = f["all_next"]
+    stack_t = gdb.lookup_type("weft__stack")
+    fiber_t = gdb.lookup_type("weft_fiber")
+    fiber_p = fiber_t.pointer()
+    stack_p = stack_t.pointer()
+    magic = int(gdb.parse_and_eval("(unsigned)0x77656674"))
+    pool = gdb.parse_and_eval("'stack.c'::pools")
+    while int(pool) != 0:
+        stride = int(pool["stride"])
+        slab = pool["slabs"]
+        newest = True
+        while int(slab) != 0:
+            base = int(slab["base"])
+            end = int(pool["carve"]) if newest else base + int(slab["len"])
+            g = base
+            while g + stride <= end:
+                try:
+                    st = gdb.Value((g + stride - stack_t.sizeof) & ~63).cast(stack_p)
+                    f = gdb.Value((int(st["hi"]) - fiber_t.sizeof) & ~63).cast(fiber_p)
+                    if int(f["magic"]) == magic and 1 <= int(f["state"]) <= 4:
+                        yield f
+                except gdb.MemoryError:
+                    pass   # a stack whose top page a core file does not hold
+                g += stride
+            slab = slab["next"]
+            newest = False
+        pool = pool["next"]
 
 
 def _worker_index(f):

@@ -1,0 +1,599 @@
+/*
+ * The scheduler through the public API: life cycle and its errors, yields,
+ * sleeps in order, cancellation, deadlines, shutdown with live fibers,
+ * several workers, pinned fibers, forced migration and errno.
+ */
+#define _GNU_SOURCE
+#include "test.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define MS 1000000ull
+
+static weft_config one_worker = { .workers = 1 };
+static weft_config two_workers = { .workers = 2 };
+static weft_config four_workers = { .workers = 4 };
+
+static void *nop(void *arg) { return arg; }
+
+/* ------------------------------------------------------------ bad input */
+
+static void *main_bad_spawn(void *arg)
+{
+    weft_fiber *f;
+    weft_attr a = { 0 };
+    ASSERT_EQ(weft_spawn(&f, NULL, NULL, NULL), -EINVAL);
+    ASSERT_EQ(weft_spawn(NULL, NULL, nop, NULL), -EINVAL);      /* joinable needs a handle */
+    a.flags = 1u << 7;
+    ASSERT_EQ(weft_spawn(&f, &a, nop, NULL), -EINVAL);
+    a.flags = 0;
+    a.stack_size = 1;
+    ASSERT_EQ(weft_spawn(&f, &a, nop, NULL), -EINVAL);
+    a.stack_size = (size_t)1 << 40;
+    ASSERT_EQ(weft_spawn(&f, &a, nop, NULL), -EINVAL);
+    /* nothing was lost: the runtime still runs fibers */
+    ASSERT_EQ(weft_spawn(&f, NULL, nop, (void *)5), 0);
+    void *r;
+    ASSERT_EQ(weft_join(f, &r), 0);
+    ASSERT_PTR_EQ(r, (void *)5);
+    return arg;
+}
+
+TEST(sched_spawn_bad_input)
+{
+    test_run(main_bad_spawn, NULL);
+}
+
+static void *main_join_errors(void *arg)
+{
+    weft_fiber *f, *d;
+    ASSERT_EQ(weft_join(weft_self(), NULL), -EDEADLK);
+    ASSERT_EQ(weft_join(NULL, NULL), -EINVAL);
+    ASSERT_EQ(weft_detach(NULL), -EINVAL);
+    ASSERT_EQ(weft_cancel(NULL), -EINVAL);
+
+    ASSERT_EQ(weft_spawn(&d, NULL, nop, NULL), 0);
+    ASSERT_EQ(weft_detach(d), 0);
+    ASSERT_EQ(weft_detach(d), -EINVAL);
+    ASSERT_EQ(weft_join(d, NULL), -EINVAL);
+
+    ASSERT_EQ(weft_spawn(&f, NULL, nop, NULL), 0);
+    weft_yield();                       /* let it finish: join of a dead fiber */
+    ASSERT_EQ(weft_join(f, NULL), 0);
+    ASSERT_EQ(weft_join(f, NULL), -EINVAL);   /* already joined (memory not reused yet) */
+    return arg;
+}
+
+TEST(sched_join_errors)
+{
+    test_run_cfg(&one_worker, main_join_errors, NULL);
+}
+
+static void *main_nested(void *arg)
+{
+    ASSERT_EQ(weft_run(NULL, nop, NULL, NULL), -EBUSY);
+    return arg;
+}
+
+TEST(sched_outside_and_nested)
+{
+    weft_fiber *f;
+    ASSERT_EQ(weft_spawn(&f, NULL, nop, NULL), -EPERM);
+    ASSERT(weft_self() == NULL);
+    ASSERT_EQ(weft_worker_id(), -1);
+    ASSERT_EQ(weft_deadline(5), -EPERM);
+    ASSERT_EQ(weft_run(NULL, NULL, NULL, NULL), -EINVAL);
+    weft_config bad = { .flags = 3 };
+    ASSERT_EQ(weft_run(&bad, nop, NULL, NULL), -EINVAL);
+    weft_config badstack = { .stack_size = 100 };
+    ASSERT_EQ(weft_run(&badstack, nop, NULL, NULL), -EINVAL);
+    test_run(main_nested, NULL);
+    /* runs again afterwards, many times */
+    for (int i = 0; i < 20; i++)
+        ASSERT_PTR_EQ(test_run(nop, (void *)(intptr_t)i), (void *)(intptr_t)i);
+}
+
+/* --------------------------------------------------------- ids and names */
+
+static void *main_names(void *arg)
+{
+    weft_fiber *a, *b;
+    weft_attr at = { .name = "a-fiber-with-a-name-much-longer-than-31-bytes" };
+    ASSERT_EQ(weft_spawn(&a, &at, nop, NULL), 0);
+    ASSERT_EQ(weft_spawn(&b, NULL, nop, NULL), 0);
+    ASSERT_STR_EQ(weft_name(a), "a-fiber-with-a-name-much-longer");
+    ASSERT_STR_EQ(weft_name(b), "");
+    ASSERT_STR_EQ(weft_name(weft_self()), "main");
+    ASSERT_STR_EQ(weft_name(NULL), "");
+    ASSERT_EQ(weft_id(NULL), 0);
+    ASSERT_GT(weft_id(b), weft_id(a));
+    ASSERT_GT(weft_id(a), weft_id(weft_self()));
+    weft_join(a, NULL);
+    weft_join(b, NULL);
+    return arg;
+}
+
+TEST(sched_ids_and_names)
+{
+    test_run(main_names, NULL);
+}
+
+/* ------------------------------------------------------------- yielding */
+
+static char order[64];
+static _Atomic int order_n;
+
+static void *yielder(void *arg)
+{
+    for (int i = 0; i < 3; i++) {
+        order[atomic_fetch_add(&order_n, 1)] = *(char *)arg;
+        weft_yield();
+    }
+    return NULL;
+}
+
+static void *main_yield(void *arg)
+{
+    weft_fiber *a, *b;
+    weft_spawn(&a, NULL, yielder, "a");
+    weft_spawn(&b, NULL, yielder, "b");
+    weft_join(a, NULL);
+    weft_join(b, NULL);
+    return arg;
+}
+
+TEST(sched_yield_round_robin)
+{
+    atomic_store(&order_n, 0);
+    test_run_cfg(&one_worker, main_yield, NULL);
+    order[atomic_load(&order_n)] = 0;
+    ASSERT_STR_EQ(order, "bababa");   /* the newest spawn runs first (next slot) */
+}
+
+/* --------------------------------------------------------------- sleeps */
+
+static void *sleeper(void *arg)
+{
+    uint64_t ms = (uint64_t)(uintptr_t)arg;
+    uint64_t t0 = weft_now();
+    ASSERT_EQ(weft_sleep(ms * MS), 0);
+    ASSERT_GE(weft_now() - t0, ms * MS);
+    order[atomic_fetch_add(&order_n, 1)] = (char)('0' + ms / 10);
+    return NULL;
+}
+
+static void *main_sleep_order(void *arg)
+{
+    weft_fiber *f[5];
+    static const int ms[5] = { 50, 10, 40, 20, 30 };
+    for (int i = 0; i < 5; i++)
+        weft_spawn(&f[i], NULL, sleeper, (void *)(uintptr_t)ms[i]);
+    for (int i = 0; i < 5; i++)
+        weft_join(f[i], NULL);
+    return arg;
+}
+
+TEST(sched_sleep_wakes_in_order)
+{
+    atomic_store(&order_n, 0);
+    test_run_cfg(&two_workers, main_sleep_order, NULL);
+    order[atomic_load(&order_n)] = 0;
+    ASSERT_STR_EQ(order, "12345");
+}
+
+/* Many short sleeps across workers: a lost wake-up hangs (and times out). */
+static void *short_sleeps(void *arg)
+{
+    for (int i = 0; i < 200; i++)
+        ASSERT_EQ(weft_sleep(1000 + (uint64_t)(i % 7) * 1000), 0);
+    return arg;
+}
+
+static void *main_many_sleeps(void *arg)
+{
+    weft_fiber *f[200];
+    for (int i = 0; i < 200; i++)
+        ASSERT_EQ(weft_spawn(&f[i], NULL, short_sleeps, NULL), 0);
+    for (int i = 0; i < 200; i++)
+        ASSERT_EQ(weft_join(f[i], NULL), 0);
+    return arg;
+}
+
+TEST(sched_no_lost_wakeups_sleep)
+{
+    test_run_cfg(&four_workers, main_many_sleeps, NULL);
+}
+
+/* ---------------------------------------------------------- cancellation */
+
+static void *sleep_forever(void *arg)
+{
+    int r = weft_sleep(1000000 * MS);
+    *(int *)arg = r;
+    /* sticky: every later blocking call is cancelled too */
+    ASSERT_EQ(weft_sleep(1), -ECANCELED);
+    ASSERT_EQ(weft_cancelled(), 1);
+    return NULL;
+}
+
+static void *main_cancel(void *arg)
+{
+    weft_fiber *f;
+    int r = 1;
+    ASSERT_EQ(weft_cancelled(), 0);
+    ASSERT_EQ(weft_spawn(&f, NULL, sleep_forever, &r), 0);
+    weft_sleep(5 * MS);
+    ASSERT_EQ(weft_cancel(f), 0);
+    ASSERT_EQ(weft_join(f, NULL), 0);
+    ASSERT_EQ(r, -ECANCELED);
+    return arg;
+}
+
+TEST(sched_cancel_sleep)
+{
+    test_run_cfg(&two_workers, main_cancel, NULL);
+}
+
+/* Cancel arriving before the fiber blocks: its first blocking call fails. */
+static void *main_cancel_before(void *arg)
+{
+    weft_fiber *f;
+    int r = 1;
+    ASSERT_EQ(weft_spawn(&f, NULL, sleep_forever, &r), 0);
+    ASSERT_EQ(weft_cancel(f), 0);     /* it has not run yet */
+    ASSERT_EQ(weft_join(f, NULL), 0);
+    ASSERT_EQ(r, -ECANCELED);
+    return arg;
+}
+
+TEST(sched_cancel_before_block)
+{
+    test_run_cfg(&one_worker, main_cancel_before, NULL);
+}
+
+/* A joiner cancelled while waiting: -ECANCELED, the target stays joinable. */
+static weft_fiber *join_target;
+
+static void *joiner(void *arg)
+{
+    *(int *)arg = weft_join(join_target, NULL);
+    return NULL;
+}
+
+static void *main_cancel_join(void *arg)
+{
+    weft_fiber *j;
+    int r = 1;
+    ASSERT_EQ(weft_spawn(&join_target, NULL, sleep_forever, &(int){ 0 }), 0);
+    ASSERT_EQ(weft_spawn(&j, NULL, joiner, &r), 0);
+    weft_sleep(5 * MS);
+    weft_cancel(j);
+    ASSERT_EQ(weft_join(j, NULL), 0);
+    ASSERT_EQ(r, -ECANCELED);
+    weft_cancel(join_target);
+    ASSERT_EQ(weft_join(join_target, NULL), 0);   /* still joinable, by us */
+    return arg;
+}
+
+TEST(sched_cancel_join)
+{
+    test_run_cfg(&two_workers, main_cancel_join, NULL);
+}
+
+/* Cancel from a plain OS thread. */
+static void *canceller_thread(void *arg)
+{
+    usleep(10000);
+    weft_cancel(arg);
+    return NULL;
+}
+
+static void *main_cancel_thread(void *arg)
+{
+    weft_fiber *f;
+    int r = 1;
+    pthread_t t;
+    ASSERT_EQ(weft_spawn(&f, NULL, sleep_forever, &r), 0);
+    pthread_create(&t, NULL, canceller_thread, f);
+    ASSERT_EQ(weft_join(f, NULL), 0);
+    pthread_join(t, NULL);
+    ASSERT_EQ(r, -ECANCELED);
+    return arg;
+}
+
+TEST(sched_cancel_from_thread)
+{
+    test_run_cfg(&two_workers, main_cancel_thread, NULL);
+}
+
+/* ------------------------------------------------------------- deadlines */
+
+static void *main_deadline(void *arg)
+{
+    ASSERT_EQ(weft_deadline(-1), -1);
+    uint64_t t0 = weft_now();
+    ASSERT_EQ(weft_deadline((int64_t)(t0 + 20 * MS)), -1);
+    ASSERT_EQ(weft_sleep(10000 * MS), -ETIMEDOUT);
+    uint64_t took = weft_now() - t0;
+    ASSERT_GE(took, 20 * MS);
+    /* past the deadline every blocking call fails at once */
+    ASSERT_EQ(weft_sleep(1), -ETIMEDOUT);
+    weft_fiber *f;
+    ASSERT_EQ(weft_spawn(&f, NULL, sleep_forever, &(int){ 0 }), 0);
+    ASSERT_EQ(weft_join(f, NULL), -ETIMEDOUT);
+    /* a sleep ending before the deadline is a normal sleep */
+    ASSERT_EQ(weft_deadline((int64_t)(weft_now() + 1000 * MS)), (int64_t)(t0 + 20 * MS));
+    ASSERT_EQ(weft_sleep(1 * MS), 0);
+    ASSERT_GT(weft_deadline(-1), (int64_t)(t0 + 1000 * MS));
+    ASSERT_EQ(weft_deadline(-1), -1);
+    weft_cancel(f);
+    ASSERT_EQ(weft_join(f, NULL), 0);
+    return arg;
+}
+
+TEST(sched_deadline)
+{
+    test_run_cfg(&two_workers, main_deadline, NULL);
+}
+
+/* --------------------------------------------------- shutdown and leftovers */
+
+static _Atomic int leftover_result;
+
+static void *leftover(void *arg)
+{
+    atomic_store(&leftover_result, weft_sleep(1000000 * MS));
+    return arg;
+}
+
+static void *main_leaves_fibers(void *arg)
+{
+    weft_attr a = { .flags = WEFT_DETACHED };
+    weft_fiber *j;
+    for (int i = 0; i < 100; i++)
+        ASSERT_EQ(weft_spawn(NULL, &a, leftover, NULL), 0);
+    ASSERT_EQ(weft_spawn(&j, NULL, leftover, NULL), 0);   /* joinable, never joined */
+    weft_sleep(2 * MS);
+    return (void *)99;
+}
+
+TEST(sched_main_return_cancels_the_rest)
+{
+    atomic_store(&leftover_result, 1);
+    ASSERT_PTR_EQ(test_run_cfg(&two_workers, main_leaves_fibers, NULL), (void *)99);
+    ASSERT_EQ(atomic_load(&leftover_result), -ECANCELED);
+}
+
+/* -------------------------------------------------------- several workers */
+
+static _Atomic int used_workers[64];
+
+static void *spin_a_while(void *arg)
+{
+    volatile uint64_t x = 0;
+    uint64_t t0 = weft_now();
+    while (weft_now() - t0 < 20 * MS)
+        x++;
+    int w = weft_worker_id();
+    ASSERT(w >= 0 && w < 64);
+    atomic_store(&used_workers[w], 1);
+    return arg;
+}
+
+static void *main_spread(void *arg)
+{
+    weft_fiber *f[16];
+    for (int i = 0; i < 16; i++)
+        weft_spawn(&f[i], NULL, spin_a_while, NULL);
+    for (int i = 0; i < 16; i++)
+        weft_join(f[i], NULL);
+    return arg;
+}
+
+TEST(sched_work_spreads_to_all_workers)
+{
+    test_run_cfg(&two_workers, main_spread, NULL);
+    ASSERT(atomic_load(&used_workers[0]) && atomic_load(&used_workers[1]));
+}
+
+/* ------------------------------------------------ pinning and migration */
+
+static void *pinned_body(void *arg)
+{
+    int home = weft_worker_id();
+    for (int i = 0; i < 300; i++) {
+        if (i % 2)
+            weft_yield();
+        else
+            weft_sleep(10000);
+        ASSERT_EQ(weft_worker_id(), home);
+    }
+    return arg;
+}
+
+static void *main_pinned(void *arg)
+{
+    weft_attr a = { .flags = WEFT_PINNED };
+    weft_fiber *p[4], *q[4];
+    for (int i = 0; i < 4; i++) {
+        ASSERT_EQ(weft_spawn(&p[i], &a, pinned_body, NULL), 0);
+        ASSERT_EQ(weft_spawn(&q[i], NULL, spin_a_while, NULL), 0);   /* load to steal */
+    }
+    for (int i = 0; i < 4; i++) {
+        weft_join(p[i], NULL);
+        weft_join(q[i], NULL);
+    }
+    return arg;
+}
+
+TEST(sched_pinned_never_migrates)
+{
+    test_run_cfg(&four_workers, main_pinned, NULL);
+}
+
+static void pinned_under_migrate(void *arg)
+{
+    setenv("WEFT_DEBUG_MIGRATE", "1", 1);
+    test_run_cfg(&four_workers, main_pinned, arg);
+}
+
+TEST(sched_pinned_never_migrates_debug_migrate)
+{
+    char out[4096];
+    int st = test_child(pinned_under_migrate, NULL, out, sizeof out);
+    if (st != 0)
+        test_fail(__FILE__, __LINE__, "child status %d: %s", st, out);
+}
+
+static void *migrating_body(void *arg)
+{
+    int moves = 0, last = weft_worker_id();
+    for (int i = 0; i < 100; i++) {
+        if (i % 2)
+            weft_sleep(1 * MS);   /* long enough never to expire before it parks */
+        else
+            weft_yield();
+        int now = weft_worker_id();
+        moves += now != last;
+        last = now;
+    }
+    /* every park but yields moves it: yields requeue locally */
+    ASSERT_GE(moves, 50);
+    return arg;
+}
+
+static void debug_migrate_child(void *arg)
+{
+    setenv("WEFT_DEBUG_MIGRATE", "1", 1);
+    test_run_cfg(&two_workers, migrating_body, arg);
+}
+
+TEST(sched_debug_migrate_moves_at_every_park)
+{
+    char out[4096];
+    int st = test_child(debug_migrate_child, NULL, out, sizeof out);
+    if (st != 0)
+        test_fail(__FILE__, __LINE__, "child status %d: %s", st, out);
+}
+
+/* errno is per fiber, across switches and migrations. glibc declares
+ * __errno_location() const, so the compiler may keep &errno in a register
+ * across weft_yield(): after a migration that address is another thread's
+ * errno. Code that reads errno after a park must take its address afresh,
+ * as these non-inlined accessors do (docs/scheduler.md, "errno and TLS"). */
+__attribute__((noinline)) static void set_errno(int v) { errno = v; }
+__attribute__((noinline)) static int get_errno(void) { return errno; }
+
+static void *errno_body(void *arg)
+{
+    int mine = (int)(intptr_t)arg;
+    for (int i = 0; i < 200; i++) {
+        set_errno(mine);
+        if (i % 2)
+            weft_yield();
+        else
+            weft_sleep(1000);
+        ASSERT_EQ(get_errno(), mine);
+    }
+    return NULL;
+}
+
+static void *main_errno(void *arg)
+{
+    weft_fiber *f[8];
+    for (int i = 0; i < 8; i++)
+        weft_spawn(&f[i], NULL, errno_body, (void *)(intptr_t)(100 + i));
+    for (int i = 0; i < 8; i++)
+        weft_join(f[i], NULL);
+    return arg;
+}
+
+TEST(sched_errno_is_per_fiber)
+{
+    test_run_cfg(&four_workers, main_errno, NULL);
+}
+
+static void errno_migrate_child(void *arg)
+{
+    setenv("WEFT_DEBUG_MIGRATE", "1", 1);
+    test_run_cfg(&four_workers, main_errno, arg);
+}
+
+TEST(sched_errno_is_per_fiber_debug_migrate)
+{
+    char out[4096];
+    int st = test_child(errno_migrate_child, NULL, out, sizeof out);
+    if (st != 0)
+        test_fail(__FILE__, __LINE__, "child status %d: %s", st, out);
+}
+
+/* ---------------------------------------------------- fiber-local storage */
+
+static weft_key key;
+static _Atomic int destructed;
+
+static void dtor(void *v)
+{
+    atomic_fetch_add(&destructed, (int)(intptr_t)v);
+}
+
+static void *fls_body(void *arg)
+{
+    ASSERT(weft_getspecific(key) == NULL);
+    ASSERT_EQ(weft_setspecific(key, arg), 0);
+    weft_yield();
+    ASSERT_PTR_EQ(weft_getspecific(key), arg);
+    return NULL;
+}
+
+static void *main_fls(void *arg)
+{
+    ASSERT_EQ(weft_key_create(NULL, NULL), -EINVAL);
+    ASSERT_EQ(weft_key_create(&key, dtor), 0);
+    weft_fiber *f[4];
+    for (int i = 0; i < 4; i++)
+        weft_spawn(&f[i], NULL, fls_body, (void *)(intptr_t)(i + 1));
+    for (int i = 0; i < 4; i++)
+        weft_join(f[i], NULL);
+    ASSERT_EQ(atomic_load(&destructed), 1 + 2 + 3 + 4);
+    ASSERT_EQ(weft_setspecific(key + 5000, NULL), -EINVAL);
+    ASSERT_EQ(weft_key_delete(key), 0);
+    ASSERT_EQ(weft_key_delete(key), -EINVAL);
+    ASSERT_EQ(weft_setspecific(key, (void *)1), -EINVAL);
+    ASSERT(weft_getspecific(key) == NULL);
+    return arg;
+}
+
+TEST(sched_fiber_local_storage)
+{
+    test_run_cfg(&two_workers, main_fls, NULL);
+}
+
+/* --------------------------------------------------------- idle is idle */
+
+static void *main_idle(void *arg)
+{
+    weft_attr a = { .flags = WEFT_DETACHED, .stack_size = 16 << 10 };
+    for (int i = 0; i < 10000; i++)
+        ASSERT_EQ(weft_spawn(NULL, &a, leftover, NULL), 0);
+    weft_sleep(50 * MS);   /* let them all park */
+    struct rusage r0, r1;
+    getrusage(RUSAGE_SELF, &r0);
+    weft_sleep(500 * MS);
+    getrusage(RUSAGE_SELF, &r1);
+    long us = (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) * 1000000L + (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) +
+              (r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1000000L + (r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
+    printf("cpu while idle: %ld us over 500 ms\n", us);
+    /* Not a speed check: a worker that spins while idle burns ~500 ms here. */
+    ASSERT_LT(us, 250000 * test_time_scale());
+    return arg;
+}
+
+TEST(sched_idle_runtime_does_not_spin)
+{
+    test_run_cfg(&two_workers, main_idle, NULL);
+}
