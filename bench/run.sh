@@ -58,6 +58,7 @@ mutex_contended       | run          | bench/bench_sched mutex_contended | mutex
 switch                | run          | bench/bench_switch switch         | switch          | fcontext | bench/bench_switch fcontext   | fcontext        | <=1.0
 timer_late_p99        | run          | bench/bench_timers timers         | timer_late_p99  | budget   | bench/bench_timers timers     | timer_budget    | <=1.0
 idle_cpu              | run          | bench/bench_timers idle           | idle_cpu        | budget   | bench/bench_timers idle       | idle_budget     | <=1.0
+trace_skynet          | run          | bench/bench_trace                 | skynet_trace_on | trace-off| bench/bench_trace             | skynet_trace_off| <=2.0
 # Go peers measured but not yet compared (uncomment once bench_sched has the case):
 # spawn_join_batch    | run          | bench/bench_sched spawn_join_batch | spawn_join_batch | go    | bench/go/spawn                | spawn_join_batch | <=0.5
 # fanout_1            | run          | bench/bench_sched fanout_1        | fanout_1        | go       | bench/go/fanout               | fanout_1        | <=1.0

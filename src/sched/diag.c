@@ -212,6 +212,22 @@ int weft_backtrace_print(int fd, void *const *pcs, int n)
 
 #define DUMP_FRAMES 48
 
+struct dump {
+    struct weft__text t;
+    void *self_pcs[DUMP_FRAMES];   /* the caller's stack, taken before the walk */
+    int self_n;
+};
+
+/* A duration for people: ms below ten seconds, then s. */
+static void put_duration(struct weft__text *t, int64_t ns)
+{
+    int64_t a = ns < 0 ? -ns : ns;
+    if (a < 10000000000ll)
+        weft__text_printf(t, "%.1f ms", (double)ns / 1e6);
+    else
+        weft__text_printf(t, "%.1f s", (double)ns / 1e9);
+}
+
 static void describe_wait(struct weft__text *t, weft_fiber *f, uint64_t now)
 {
     int k = f->wkind;
@@ -246,16 +262,20 @@ static void describe_wait(struct weft__text *t, weft_fiber *f, uint64_t now)
     const weft__timer *tm = &f->timer;
     if (tm->owner && tm->idx != SIZE_MAX) {
         int64_t d = (int64_t)(tm->when - now);
-        weft__text_printf(t, d >= 0 ? " until now+%.3f ms" : " until now%.3f ms", (double)d / 1e6);
+        weft__text_printf(t, d >= 0 ? " until now+" : " until now");
+        put_duration(t, d);
     }
     uint64_t coarse = weft__now_coarse();   /* wsince is taken from the coarse clock */
-    if (f->wsince && coarse >= f->wsince)
-        weft__text_printf(t, ", for %.0f ms", (double)(coarse - f->wsince) / 1e6);
+    if (f->wsince && coarse >= f->wsince) {
+        weft__text_printf(t, ", for ");
+        put_duration(t, (int64_t)(coarse - f->wsince));
+    }
 }
 
 static void dump_one(weft_fiber *f, void *arg)
 {
-    struct weft__text *t = arg;
+    struct dump *d = arg;
+    struct weft__text *t = &d->t;
     uint64_t now = weft__now();
     weft__text_printf(t, "fiber %llu \"%s\"%s%s: ", (unsigned long long)f->id, f->name,
                       f->flags & WEFT__MAIN ? " (main)" : "",
@@ -264,7 +284,8 @@ static void dump_one(weft_fiber *f, void *arg)
     int n = 0;
     if (f == weft__cur_fiber()) {
         weft__text_printf(t, "running on worker %d (the caller)", weft__worker_index(f->worker));
-        n = weft__unwind_self(pcs, DUMP_FRAMES, 2);
+        n = d->self_n;
+        memcpy(pcs, d->self_pcs, (size_t)(n > 0 ? n : 0) * sizeof *pcs);
     } else if (weft__fiber_hold(f)) {
         int st = atomic_load_explicit(&f->state, memory_order_relaxed);
         if (st == WEFT_F_PARKED || (st == WEFT_F_RUNNABLE && f->wkind != WEFT_W_NONE)) {
@@ -292,28 +313,33 @@ static void dump_one(weft_fiber *f, void *arg)
         weft__text_backtrace(t, pcs, n);
 }
 
-int weft_dump(int fd)
+__attribute__((noinline)) int weft_dump(int fd)
 {
     if (fd < 0)
         return -EINVAL;
     if (!weft__running() || !weft__rt.workers)
         return -EPERM;
-    struct weft__text t = { 0 };
+    struct dump *d = calloc(1, sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    d->self_n = weft__unwind_self(d->self_pcs, DUMP_FRAMES, 1);
+    struct weft__text *t = &d->t;
     uint64_t alive = (uint64_t)atomic_load(&weft__rt.nlive);
-    weft__text_printf(&t, "weft: dump of %llu fibers on %u workers\n",
+    weft__text_printf(t, "weft: dump of %llu fibers on %u workers\n",
                       (unsigned long long)alive, weft__rt.n);
     for (unsigned i = 0; i < weft__rt.n; i++) {
         weft__worker *w = &weft__rt.workers[i];
-        weft__text_printf(&t, "worker %u: %u queued, %llu switches, %llu steals, %llu parks\n", i,
+        weft__text_printf(t, "worker %u: %u queued, %llu switches, %llu steals, %llu parks\n", i,
                           runq_len(&w->rq) + (atomic_load(&w->rq.next) != NULL),
                           (unsigned long long)atomic_load(&w->st.switches),
                           (unsigned long long)atomic_load(&w->st.steals),
                           (unsigned long long)atomic_load(&w->st.parks));
     }
-    weft__each_fiber(dump_one, &t);
-    weft__text_printf(&t, "weft: end of dump\n");
-    int err = t.oom ? -ENOMEM : 0;
-    weft__text_write(&t, fd);
+    weft__each_fiber(dump_one, d);
+    weft__text_printf(t, "weft: end of dump\n");
+    int err = t->oom ? -ENOMEM : 0;
+    weft__text_write(t, fd);
+    free(d);
     return err;
 }
 
