@@ -71,11 +71,17 @@ static void *crasher(void *arg)
     return NULL;
 }
 
+/* Work in slices of 40 us, then yield or sleep: a timeline worth looking at. */
 static void *pinger(void *arg)
 {
-    for (int i = 0; i < 20; i++) {
-        weft_yield();
-        weft_sleep(100000);
+    for (int i = 0; i < 12; i++) {
+        uint64_t end = weft_now() + 40000;
+        while (weft_now() < end)
+            sink++;
+        if (i % 3 == 2)
+            weft_sleep(60000);
+        else
+            weft_yield();
     }
     return arg;
 }
@@ -86,11 +92,13 @@ static void *main_fiber(void *arg)
     weft_fiber *s1, *s2, *w;
     weft_attr a1 = { .name = "server-1" }, a2 = { .name = "server-2" }, aw = { .name = "waiter" };
     if (!strcmp(mode, "trace")) {
-        weft_fiber *p[4];
-        weft_attr ap = { .name = "pinger" };
-        for (int i = 0; i < 4; i++)
+        weft_fiber *p[5];
+        static const char *names[5] = { "parse", "render", "compress", "index", "upload" };
+        for (int i = 0; i < 5; i++) {
+            weft_attr ap = { .name = names[i] };
             weft_spawn(&p[i], &ap, pinger, NULL);
-        for (int i = 0; i < 4; i++)
+        }
+        for (int i = 0; i < 5; i++)
             weft_join(p[i], NULL);
         return NULL;
     }

@@ -29,6 +29,13 @@ int weft__unwind_ctx(const weft__ctx *ctx, void **pcs, int max);
  * interrupted instruction itself (a fault, or where an async signal hit). */
 int weft__unwind_signal(void *uctx, void **pcs, int max);
 
+/* The same, for stacks that may be very deep (an overflow's recursion):
+ * keep the innermost nhead pcs in head and the outermost ntail in tail,
+ * (at most 64), walking at most limit frames. Returns the number of frames walked; the
+ * tail then holds its last min(total - nhead, ntail) frames, oldest last. */
+int weft__unwind_signal_ends(void *uctx, void **head, int nhead, void **tail, int ntail,
+                             int limit);
+
 /* The calling thread's own stack, leaving out this call and `skip` more. */
 int weft__unwind_self(void **pcs, int max, int skip);
 

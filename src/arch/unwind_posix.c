@@ -117,6 +117,40 @@ int weft__unwind_signal(void *uctx, void **pcs, int max)
     return collect(&c, pcs, max, 0);
 }
 
+int weft__unwind_signal_ends(void *uctx, void **head, int nhead, void **tail, int ntail,
+                             int limit)
+{
+    unw_cursor_t c;
+    if (!uctx || nhead < 0 || ntail <= 0)
+        return 0;
+    if (ntail > 64)
+        ntail = 64;   /* unrolled through a buffer on the (signal) stack */
+    if (unw_init_local2(&c, (unw_context_t *)uctx, UNW_INIT_SIGNAL_FRAME) < 0)
+        return -EINVAL;
+    int n = 0;
+    do {
+        unw_word_t ip = 0;
+        if (unw_get_reg(&c, UNW_REG_IP, &ip) < 0 || ip == 0)
+            break;
+        if (n < nhead)
+            head[n] = (void *)(uintptr_t)ip;
+        else
+            tail[(n - nhead) % ntail] = (void *)(uintptr_t)ip;   /* a ring */
+        n++;
+    } while (n < limit && unw_step(&c) > 0);
+    /* Unroll the ring so that tail[] runs from older to oldest. */
+    int kept = n - nhead < ntail ? n - nhead : ntail;
+    if (kept > 0 && n - nhead > ntail) {
+        int start = (n - nhead) % ntail;   /* the oldest entry still kept */
+        void *tmp[64];
+        for (int i = 0; i < kept; i++)
+            tmp[i] = tail[(start + i) % ntail];
+        for (int i = 0; i < kept; i++)
+            tail[i] = tmp[i];
+    }
+    return n;
+}
+
 int weft__unwind_self(void **pcs, int max, int skip)
 {
     unw_context_t uc;

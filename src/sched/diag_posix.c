@@ -51,13 +51,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_WORKERS 1024
-#define CRASH_FRAMES 32
+#define CRASH_HEAD 16       /* innermost frames printed */
+#define CRASH_TAIL 8        /* outermost frames printed */
+#define CRASH_LIMIT 100000  /* frames walked at most */
 
 static pthread_t worker_tid[MAX_WORKERS];
 
@@ -102,32 +105,48 @@ static void flush(struct line *l)
     l->len = 0;
 }
 
-/* The frames of a signal's ucontext, one line each, to stderr. */
+static void print_frame(struct line *l, int i, const char *pc, bool first)
+{
+    char name[200];
+    uintptr_t off = 0;
+    put(l, "    #");
+    put_num(l, (unsigned)i, 10, "");
+    put(l, i < 10 ? "  " : " ");
+    put_num(l, (uintptr_t)pc, 16, "0x");
+    put(l, " ");
+    if (weft__unwind_symbol(first ? pc : pc - 1, name, sizeof name, &off) == 0) {
+        put(l, name);
+        put_num(l, off + !first, 16, "+0x");
+    } else {
+        put(l, "??");
+    }
+    put(l, "\n");
+    flush(l);
+}
+
+/* The frames of a signal's ucontext, one line each, to stderr: the
+ * innermost ones, and for a deep stack (an overflow's recursion) the
+ * outermost ones too, where the recursion began. */
 static void print_signal_frames(void *uctx)
 {
-    void *pcs[CRASH_FRAMES];
-    int n = weft__unwind_signal(uctx, pcs, CRASH_FRAMES);
+    void *head[CRASH_HEAD], *tail[CRASH_TAIL];
+    int n = weft__unwind_signal_ends(uctx, head, CRASH_HEAD, tail, CRASH_TAIL, CRASH_LIMIT);
     struct line l = { .len = 0 };
-    for (int i = 0; i < n; i++) {
-        const char *pc = pcs[i];
-        char name[200];
-        uintptr_t off = 0;
-        put(&l, "    #");
-        put_num(&l, (unsigned)i, 10, "");
-        put(&l, i < 10 ? "  " : " ");
-        put_num(&l, (uintptr_t)pc, 16, "0x");
-        put(&l, " ");
-        if (weft__unwind_symbol(i == 0 ? pc : pc - 1, name, sizeof name, &off) == 0) {
-            put(&l, name);
-            put_num(&l, off + (i > 0), 16, "+0x");
-        } else {
-            put(&l, "??");
-        }
-        put(&l, "\n");
+    for (int i = 0; i < n && i < CRASH_HEAD; i++)
+        print_frame(&l, i, head[i], i == 0);
+    if (n <= CRASH_HEAD)
+        return;
+    int kept = n - CRASH_HEAD < CRASH_TAIL ? n - CRASH_HEAD : CRASH_TAIL;
+    if (n - CRASH_HEAD > kept) {
+        put(&l, "    ... ");
+        put_num(&l, (unsigned)(n - CRASH_HEAD - kept), 10, "");
+        put(&l, " more frames ...\n");
         flush(&l);
     }
-    if (n == CRASH_FRAMES) {
-        put(&l, "    ...\n");
+    for (int i = 0; i < kept; i++)
+        print_frame(&l, n - kept + i, tail[i], false);
+    if (n == CRASH_LIMIT) {
+        put(&l, "    ... (stopped after that many)\n");
         flush(&l);
     }
 }
