@@ -8,6 +8,7 @@
  *                    or attach gdb (source tools/gdb/weft.py; info fibers)
  *   inspect hog      a fiber spins for 300 ms without yielding (watchdog)
  *   inspect crash    a fiber dereferences NULL (crash report, core dump)
+ *   inspect overflow a fiber recurses through its 64 KiB stack (guard page)
  *   inspect trace    a short ping-pong; run with WEFT_TRACE=out.json
  */
 #include "weft.h"
@@ -71,6 +72,23 @@ static void *crasher(void *arg)
     return NULL;
 }
 
+/* Recursion without end: each frame takes ~500 bytes of the stack. */
+__attribute__((noinline)) static int descend(volatile char *parent)
+{
+    volatile char frame[480];
+    frame[0] = parent ? parent[0] : 1;
+    if (frame[0] == 0)
+        return 0;   /* never: frame[0] is always 1 */
+    return descend(frame) + frame[1];
+}
+
+static void *walker(void *arg)
+{
+    (void)arg;
+    sink += descend(NULL);
+    return NULL;
+}
+
 /* Work in slices of 40 us, then yield or sleep: a timeline worth looking at. */
 static void *pinger(void *arg)
 {
@@ -122,6 +140,11 @@ static void *main_fiber(void *arg)
         weft_attr ah = { .name = "checksummer" };
         weft_spawn(&h, &ah, hog, NULL);
         weft_join(h, NULL);
+    } else if (!strcmp(mode, "overflow")) {
+        weft_fiber *c;
+        weft_attr ac = { .name = "walker", .stack_size = 64 << 10 };
+        weft_spawn(&c, &ac, walker, NULL);
+        weft_join(c, NULL);
     } else if (!strcmp(mode, "crash")) {
         weft_fiber *c;
         weft_attr ac = { .name = "parser" };

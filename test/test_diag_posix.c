@@ -124,12 +124,11 @@ static void child_crash(void *arg)
     weft_run(NULL, main_crash, arg, NULL);
 }
 
-static void expect_crash(int kind, int sig, const char *what, const char *frame)
+static const char *expect_crash(int kind, int sig, const char *what, const char *frame)
 {
     static char out[1 << 16];
     int r = test_child(child_crash, &kind, out, sizeof out);
     printf("---- %s\n%s", what, out);
-    if (getenv("SHOW")) fputs(out, stderr);
     ASSERT_EQ(r, -sig);
     unsigned long long id = 0;
     char *p = strstr(out, "crasher is fiber ");
@@ -140,11 +139,15 @@ static void expect_crash(int kind, int sig, const char *what, const char *frame)
     ASSERT_CONTAINS(out, want);
     ASSERT_CONTAINS(out, frame);
     ASSERT_CONTAINS(out, "#0 ");
+    return out;
 }
 
 TEST(diag_crash_overflow_report)
 {
-    expect_crash(0, SIGSEGV, "overflowed its stack", "overflow_recurse+0x");
+    const char *out = expect_crash(0, SIGSEGV, "overflowed its stack", "overflow_recurse+0x");
+    /* and where the recursion began, past the elided middle */
+    ASSERT_CONTAINS(out, "more frames ...");
+    ASSERT_CONTAINS(out, "crasher+0x");
 }
 
 TEST(diag_crash_segv_report)

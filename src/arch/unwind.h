@@ -43,4 +43,8 @@ int weft__unwind_self(void **pcs, int max, int skip);
  * and pc's offset in it. 0, or -ENOENT when no symbol covers pc. */
 int weft__unwind_symbol(const void *pc, char *buf, size_t len, uintptr_t *off);
 
+/* File name of the loaded object (executable or library) holding pc, or
+ * NULL. Not for signal handlers: it takes the dynamic loader's lock. */
+const char *weft__unwind_object(const void *pc);
+
 #endif

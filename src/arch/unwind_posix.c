@@ -34,6 +34,7 @@
 #define UNW_LOCAL_ONLY
 #include "unwind.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <libunwind.h>
 #include <string.h>
@@ -188,4 +189,13 @@ int weft__unwind_symbol(const void *pc, char *buf, size_t len, uintptr_t *off)
     if (off)
         *off = (uintptr_t)o;
     return 0;
+}
+
+const char *weft__unwind_object(const void *pc)
+{
+    Dl_info di;
+    if (!dladdr(pc, &di) || !di.dli_fname)
+        return NULL;
+    const char *slash = strrchr(di.dli_fname, '/');
+    return slash ? slash + 1 : di.dli_fname;
 }

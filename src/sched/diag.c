@@ -43,7 +43,6 @@
 
 #include "../arch/unwind.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -144,12 +143,6 @@ void weft__text_printf(struct weft__text *t, const char *fmt, ...)
     }
 }
 
-static const char *base_name(const char *path)
-{
-    const char *s = strrchr(path, '/');
-    return s ? s + 1 : path;
-}
-
 void weft__text_backtrace(struct weft__text *t, void *const *pcs, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -158,21 +151,14 @@ void weft__text_backtrace(struct weft__text *t, void *const *pcs, int n)
         const char *look = i == 0 ? pc : pc - 1;
         char name[256];
         uintptr_t off = 0;
-        Dl_info di;
-        int have_dl = dladdr(look, &di) != 0;
-        if (weft__unwind_symbol(look, name, sizeof name, &off) < 0) {
-            if (have_dl && di.dli_sname) {
-                snprintf(name, sizeof name, "%s", di.dli_sname);
-                off = (uintptr_t)(look - (const char *)di.dli_saddr);
-            } else {
-                snprintf(name, sizeof name, "??");
-            }
-        }
-        if (i > 0)
+        if (weft__unwind_symbol(look, name, sizeof name, &off) < 0)
+            snprintf(name, sizeof name, "??");
+        else if (i > 0)
             off++;   /* report the return address's own offset */
         weft__text_printf(t, "    #%-2d %p %s+0x%lx", i, (void *)pc, name, (unsigned long)off);
-        if (have_dl && di.dli_fname)
-            weft__text_printf(t, " (%s)", base_name(di.dli_fname));
+        const char *obj = weft__unwind_object(look);
+        if (obj)
+            weft__text_printf(t, " (%s)", obj);
         weft__text_printf(t, "\n");
     }
 }
@@ -307,8 +293,9 @@ static void dump_one(weft_fiber *f, void *arg)
             weft__text_printf(t, "running on worker %d", weft__worker_index(w));
     }
     size_t size = (size_t)(f->stack->hi - f->stack->lo);
-    weft__text_printf(t, "; stack %zu KiB, high-water %zu KiB\n", size >> 10,
-                      (weft__stack_used(f->stack) + 1023) >> 10);
+    weft__text_printf(t, "; stack %llu KiB, high-water %llu KiB\n",
+                      (unsigned long long)(size >> 10),
+                      (unsigned long long)((weft__stack_used(f->stack) + 1023) >> 10));
     if (n > 0)
         weft__text_backtrace(t, pcs, n);
 }
