@@ -43,6 +43,20 @@ int weft__unwind_self(void **pcs, int max, int skip);
  * and pc's offset in it. 0, or -ENOENT when no symbol covers pc. */
 int weft__unwind_symbol(const void *pc, char *buf, size_t len, uintptr_t *off);
 
+/* Symbols for signal handlers. weft__unwind_symbol goes through libunwind,
+ * which allocates (it reads the ELF file behind the pc each time): in a
+ * crash inside malloc that deadlocks. So while a runtime runs, the symbol
+ * tables of every object loaded at its start are mapped read-only, once
+ * (weft__unwind_prepare); weft__unwind_symbol_safe then only reads memory:
+ * no lock, no allocation, no system call. Objects loaded later get their
+ * name and offset, without a function name. Returns 0 with *obj set (and
+ * buf filled, or empty when no symbol covers pc), -ENOENT if pc is in no
+ * known object. */
+void weft__unwind_prepare(void);
+void weft__unwind_release(void);
+int  weft__unwind_symbol_safe(const void *pc, char *buf, size_t len, uintptr_t *off,
+                              const char **obj, uintptr_t *obj_off);
+
 /* File name of the loaded object (executable or library) holding pc, or
  * NULL. Not for signal handlers: it takes the dynamic loader's lock. */
 const char *weft__unwind_object(const void *pc);

@@ -199,3 +199,169 @@ const char *weft__unwind_object(const void *pc)
     const char *slash = strrchr(di.dli_fname, '/');
     return slash ? slash + 1 : di.dli_fname;
 }
+
+/* ------------------------------------------- symbols without allocating */
+
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_OBJS 128
+
+struct obj {
+    uintptr_t lo, hi;          /* executable segments, as loaded */
+    uintptr_t bias;            /* load address - link address */
+    const ElfW(Sym) *syms;
+    size_t nsyms;
+    const char *strs;
+    size_t strs_len;
+    void *map;
+    size_t map_len;
+    char name[64];
+};
+
+static struct obj objs[MAX_OBJS];
+static int nobjs;
+
+/* Map path and find its symbol table (.symtab, else .dynsym). */
+static void load_symbols(struct obj *o, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || (size_t)st.st_size < sizeof(ElfW(Ehdr))) {
+        close(fd);
+        return;
+    }
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED)
+        return;
+    size_t len = (size_t)st.st_size;
+    const char *base = map;
+    const ElfW(Ehdr) *eh = map;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_shoff == 0 ||
+        eh->e_shentsize != sizeof(ElfW(Shdr)) ||
+        eh->e_shoff + (size_t)eh->e_shnum * sizeof(ElfW(Shdr)) > len) {
+        munmap(map, len);
+        return;
+    }
+    const ElfW(Shdr) *sh = (const ElfW(Shdr) *)(base + eh->e_shoff);
+    const ElfW(Shdr) *best = NULL;
+    for (unsigned i = 0; i < eh->e_shnum; i++) {
+        if (sh[i].sh_type == SHT_SYMTAB)
+            best = &sh[i];
+        else if (sh[i].sh_type == SHT_DYNSYM && !best)
+            best = &sh[i];
+    }
+    if (!best || best->sh_link >= eh->e_shnum || best->sh_offset + best->sh_size > len ||
+        sh[best->sh_link].sh_offset + sh[best->sh_link].sh_size > len) {
+        munmap(map, len);
+        return;
+    }
+    o->syms = (const ElfW(Sym) *)(base + best->sh_offset);
+    o->nsyms = best->sh_size / sizeof(ElfW(Sym));
+    o->strs = base + sh[best->sh_link].sh_offset;
+    o->strs_len = sh[best->sh_link].sh_size;
+    o->map = map;
+    o->map_len = len;
+}
+
+static int add_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    (void)arg;
+    if (nobjs == MAX_OBJS)
+        return 1;
+    struct obj *o = &objs[nobjs];
+    memset(o, 0, sizeof *o);
+    o->lo = UINTPTR_MAX;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+            continue;
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (lo < o->lo)
+            o->lo = lo;
+        if (hi > o->hi)
+            o->hi = hi;
+    }
+    if (o->lo >= o->hi)
+        return 0;
+    o->bias = info->dlpi_addr;
+    const char *path = info->dlpi_name && *info->dlpi_name ? info->dlpi_name : "/proc/self/exe";
+    char exe[256];
+    const char *shown = path;
+    if (path[0] != '/' && strcmp(path, "/proc/self/exe") != 0) {
+        shown = path;   /* the vDSO: no file behind it */
+    } else {
+        if (!strcmp(path, "/proc/self/exe")) {
+            ssize_t n = readlink(path, exe, sizeof exe - 1);
+            exe[n > 0 ? n : 0] = 0;
+            shown = n > 0 ? exe : "exe";
+        }
+        load_symbols(o, path);
+    }
+    const char *slash = strrchr(shown, '/');
+    const char *b = slash ? slash + 1 : shown;
+    size_t k = 0;
+    for (; b[k] && k + 1 < sizeof o->name; k++)
+        o->name[k] = b[k];
+    o->name[k] = 0;
+    nobjs++;
+    return 0;
+}
+
+void weft__unwind_prepare(void)
+{
+    if (nobjs)
+        return;
+    dl_iterate_phdr(add_object, NULL);
+}
+
+void weft__unwind_release(void)
+{
+    for (int i = 0; i < nobjs; i++)
+        if (objs[i].map)
+            munmap(objs[i].map, objs[i].map_len);
+    nobjs = 0;
+}
+
+int weft__unwind_symbol_safe(const void *pc, char *buf, size_t len, uintptr_t *off,
+                             const char **obj, uintptr_t *obj_off)
+{
+    uintptr_t a = (uintptr_t)pc;
+    if (len)
+        buf[0] = 0;
+    for (int i = 0; i < nobjs; i++) {
+        const struct obj *o = &objs[i];
+        if (a < o->lo || a >= o->hi)
+            continue;
+        *obj = o->name;
+        *obj_off = a - o->bias;
+        uintptr_t rel = a - o->bias;
+        for (size_t k = 0; k < o->nsyms; k++) {
+            const ElfW(Sym) *s = &o->syms[k];
+            if (ELF64_ST_TYPE(s->st_info) != STT_FUNC || s->st_size == 0 ||
+                rel < s->st_value || rel >= s->st_value + s->st_size ||
+                s->st_name >= o->strs_len)
+                continue;
+            const char *n = o->strs + s->st_name;
+            size_t j = 0;
+            while (n[j] && j + 1 < len && s->st_name + j < o->strs_len) {
+                buf[j] = n[j];
+                j++;
+            }
+            if (len)
+                buf[j] = 0;
+            *off = rel - s->st_value;
+            return 0;
+        }
+        return 0;
+    }
+    return -ENOENT;
+}

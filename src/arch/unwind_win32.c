@@ -45,3 +45,15 @@ const char *weft__unwind_object(const void *pc)
     (void)pc;
     return NULL;
 }
+
+void weft__unwind_prepare(void) {}
+void weft__unwind_release(void) {}
+
+int weft__unwind_symbol_safe(const void *pc, char *buf, size_t len, uintptr_t *off,
+                             const char **obj, uintptr_t *obj_off)
+{
+    (void)pc; (void)off; (void)obj; (void)obj_off;
+    if (len)
+        buf[0] = 0;
+    return -ENOENT;
+}

@@ -152,10 +152,10 @@ void weft__text_backtrace(struct weft__text *t, void *const *pcs, int n)
         char name[256];
         uintptr_t off = 0;
         if (weft__unwind_symbol(look, name, sizeof name, &off) < 0)
-            snprintf(name, sizeof name, "??");
-        else if (i > 0)
-            off++;   /* report the return address's own offset */
-        weft__text_printf(t, "    #%-2d %p %s+0x%lx", i, (void *)pc, name, (unsigned long)off);
+            weft__text_printf(t, "    #%-2d %p ??", i, (void *)pc);
+        else
+            weft__text_printf(t, "    #%-2d %p %s+0x%lx", i, (void *)pc, name,
+                              (unsigned long)(off + (i > 0)));   /* the return address's offset */
         const char *obj = weft__unwind_object(look);
         if (obj)
             weft__text_printf(t, " (%s)", obj);
@@ -244,12 +244,21 @@ static void describe_wait(struct weft__text *t, weft_fiber *f, uint64_t now)
         weft__text_printf(t, "%s %p", what, f->wobj);
         break;
     }
-    /* A timer armed for this wait: a sleep's end, a timeout or a deadline. */
+    /* A timer armed for this wait: a sleep's end, a timeout or a deadline.
+     * Its owner is set and cleared by the fiber itself (stable while we hold
+     * it); its place in the heap moves under the heap's lock. */
     const weft__timer *tm = &f->timer;
-    if (tm->owner && tm->idx != SIZE_MAX) {
-        int64_t d = (int64_t)(tm->when - now);
-        weft__text_printf(t, d >= 0 ? " until now+" : " until now");
-        put_duration(t, d);
+    weft__worker *ow = tm->owner;
+    if (ow) {
+        weft__lock_acquire(&ow->tlock);
+        bool armed = tm->idx != SIZE_MAX;
+        uint64_t when = tm->when;
+        weft__lock_release(&ow->tlock);
+        if (armed) {
+            int64_t d = (int64_t)(when - now);
+            weft__text_printf(t, d >= 0 ? " until now+" : " until now");
+            put_duration(t, d);
+        }
     }
     uint64_t coarse = weft__now_coarse();   /* wsince is taken from the coarse clock */
     if (f->wsince && coarse >= f->wsince) {

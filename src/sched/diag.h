@@ -40,6 +40,12 @@ void weft__diag_os_stop(void);
  * there, or -errno (-ETIMEDOUT if the thread did not answer). */
 int  weft__diag_capture_running(weft__worker *w, weft_fiber *f, void **pcs, int max);
 
+/* CPU time used by w's thread (ns), and whether it is runnable but not
+ * running (preempted), from the OS; -1 when unknown. The watchdog uses them
+ * to tell a hog from a worker the OS did not let run. */
+int64_t weft__diag_thread_cpu(weft__worker *w);
+int     weft__diag_thread_preempted(weft__worker *w);
+
 /* trace.c: WEFT_TRACE=file.json */
 extern int weft__trace_on;
 int  weft__trace_start(void);

@@ -22,13 +22,15 @@
  *   sent signal, abort()'s included, is raised again), so core dumps still
  *   happen and the exit status still says which signal.
  *
- *   Async-signal safety is best effort. The text is formatted by hand and
- *   written with write(2), no stdio, no malloc. libunwind's local unwinder
- *   is documented as usable from a signal handler, and unw_get_proc_name
- *   reads the ELF symbol tables through open/mmap; both can still fail, or
- *   in the worst case deadlock, if the crash happened inside libunwind or
- *   the dynamic loader themselves. dladdr takes the loader's lock, so crash
- *   reports do without the object names the dump prints.
+ *   Async-signal safety, and where it ends. The text is formatted by hand
+ *   and written with write(2): no stdio, no malloc. Function names come
+ *   from symbol tables mapped when the runtime started
+ *   (weft__unwind_symbol_safe), not from libunwind's unw_get_proc_name,
+ *   which mallocs (it reads the ELF file behind each pc) and would deadlock
+ *   a report of a crash inside malloc. The walk itself is libunwind's local
+ *   unwinder (unw_init_local2/unw_step), designed to be usable in a signal
+ *   handler; a crash inside libunwind or the dynamic loader may still defeat
+ *   it. Libraries loaded after the runtime started print as object+offset.
  *
  * THE RUNNING FIBER'S BACKTRACE (for the watchdog)
  *   A running fiber's registers are in its CPU, not in memory. The watchdog
@@ -52,6 +54,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -62,12 +65,61 @@
 #define CRASH_TAIL 8        /* outermost frames printed */
 #define CRASH_LIMIT 100000  /* frames walked at most */
 
+/* Each worker thread records itself as it starts, while the watchdog may
+ * already be reading: the lwp id, stored last with release, says "set". */
 static pthread_t worker_tid[MAX_WORKERS];
+static pid_t worker_lwp[MAX_WORKERS];
 
 void weft__diag_thread_init(weft__worker *w)
 {
-    if (w->idx < MAX_WORKERS)
+    if (w->idx < MAX_WORKERS) {
         worker_tid[w->idx] = pthread_self();
+        __atomic_store_n(&worker_lwp[w->idx], gettid(), __ATOMIC_RELEASE);
+    }
+}
+
+/* The worker's thread, or 0 if it has not started yet. */
+static pid_t worker_thread(const weft__worker *w, pthread_t *tid)
+{
+    if (w->idx >= MAX_WORKERS)
+        return 0;
+    pid_t lwp = __atomic_load_n(&worker_lwp[w->idx], __ATOMIC_ACQUIRE);
+    if (lwp)
+        *tid = worker_tid[w->idx];
+    return lwp;
+}
+
+int64_t weft__diag_thread_cpu(weft__worker *w)
+{
+    clockid_t cid;
+    struct timespec ts;
+    pthread_t tid;
+    if (!worker_thread(w, &tid) || pthread_getcpuclockid(tid, &cid) != 0 ||
+        clock_gettime(cid, &ts) != 0)
+        return -1;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The state letter of /proc/self/task/TID/stat: R running or runnable. A
+ * thread that is R but used little CPU was waiting for one. */
+int weft__diag_thread_preempted(weft__worker *w)
+{
+    pthread_t tid;
+    pid_t lwp = worker_thread(w, &tid);
+    if (!lwp)
+        return -1;
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)lwp);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');   /* the name may hold spaces */
+    return p && p[1] == ' ' && p[2] == 'R';
 }
 
 /* ------------------------------------------- async-signal-safe formatting */
@@ -108,15 +160,26 @@ static void flush(struct line *l)
 static void print_frame(struct line *l, int i, const char *pc, bool first)
 {
     char name[200];
-    uintptr_t off = 0;
+    uintptr_t off = 0, obj_off = 0;
+    const char *obj = NULL;
     put(l, "    #");
     put_num(l, (unsigned)i, 10, "");
     put(l, i < 10 ? "  " : " ");
     put_num(l, (uintptr_t)pc, 16, "0x");
     put(l, " ");
-    if (weft__unwind_symbol(first ? pc : pc - 1, name, sizeof name, &off) == 0) {
-        put(l, name);
-        put_num(l, off + !first, 16, "+0x");
+    /* Return addresses point after the call: look the call itself up. */
+    if (weft__unwind_symbol_safe(first ? pc : pc - 1, name, sizeof name, &off, &obj,
+                                 &obj_off) == 0) {
+        if (name[0]) {
+            put(l, name);
+            put_num(l, off + !first, 16, "+0x");
+            put(l, " (");
+            put(l, obj);
+            put(l, ")");
+        } else {
+            put(l, obj);
+            put_num(l, obj_off + !first, 16, "+0x");
+        }
     } else {
         put(l, "??");
     }
@@ -338,7 +401,8 @@ static void on_urg(int sig, siginfo_t *info, void *uctx)
 
 int weft__diag_capture_running(weft__worker *w, weft_fiber *f, void **pcs, int max)
 {
-    if (!urg_installed || w->idx >= MAX_WORKERS)
+    pthread_t tid;
+    if (!urg_installed || !worker_thread(w, &tid))
         return -ENOTSUP;
     cap.f = f;
     cap.pcs = pcs;
@@ -346,7 +410,7 @@ int weft__diag_capture_running(weft__worker *w, weft_fiber *f, void **pcs, int m
     cap.n = 0;
     atomic_store(&cap.state, CAP_POSTED);
     union sigval v = { .sival_ptr = (void *)&cap };
-    int err = pthread_sigqueue(worker_tid[w->idx], SIGURG, v);
+    int err = pthread_sigqueue(tid, SIGURG, v);
     if (err) {
         atomic_store(&cap.state, CAP_IDLE);
         return -err;
@@ -373,6 +437,7 @@ int weft__diag_capture_running(weft__worker *w, weft_fiber *f, void **pcs, int m
 
 int weft__diag_os_start(void)
 {
+    weft__unwind_prepare();   /* symbol tables for crash reports, mapped now */
     weft__crash_report_hook = crash_report;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -403,4 +468,5 @@ void weft__diag_os_stop(void)
         fatal_installed = 0;
     }
     weft__crash_report_hook = NULL;
+    weft__unwind_release();
 }

@@ -19,3 +19,6 @@ int weft__diag_capture_running(weft__worker *w, weft_fiber *f, void **pcs, int m
     (void)w; (void)f; (void)pcs; (void)max;
     return -ENOTSUP;
 }
+
+int64_t weft__diag_thread_cpu(weft__worker *w) { (void)w; return -1; }
+int     weft__diag_thread_preempted(weft__worker *w) { (void)w; return -1; }

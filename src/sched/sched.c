@@ -195,7 +195,7 @@ static void run_fiber(weft__worker *w, weft_fiber *f)
     }
     f->worker = w;
     atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
-    w->cur = f;
+    __atomic_store_n(&w->cur, f, __ATOMIC_RELAXED);   /* the watchdog samples it: a plain mov */
     atomic_fetch_add_explicit(&w->st.switches, 1, memory_order_relaxed);
     errno = f->saved_errno;
     if (WEFT_UNLIKELY(weft__trace_on))
@@ -207,7 +207,7 @@ static void run_fiber(weft__worker *w, weft_fiber *f)
     san_asan_finish(w->asan_fake, NULL, NULL);
 
     f->saved_errno = errno;
-    w->cur = NULL;
+    __atomic_store_n(&w->cur, NULL, __ATOMIC_RELAXED);
     if (WEFT_UNLIKELY(weft__trace_on))
         weft__trace_switched(w, f);
     if (WEFT_UNLIKELY(weft__stack_check(f->stack) != 0)) {

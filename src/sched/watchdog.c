@@ -19,7 +19,11 @@
  * idle, has a current fiber, and whose counter has not moved between two
  * samples N ms apart has been running that one fiber for at least N ms.
  * Samples are taken every N/4 ms, so a report comes between N and 1.25 N ms
- * into the episode. An episode ends when the counter moves.
+ * into the episode. An episode ends when the counter moves. On a loaded
+ * machine the OS may keep a worker thread off the CPU for that long: a
+ * worker whose thread used less than N/2 ms of CPU in the episode and is
+ * runnable (waiting for a CPU, not blocked in a system call) is given more
+ * time rather than blamed.
  *
  * AN IDLE PROCESS USES NO CPU. When every worker is idle, the watchdog
  * sleeps on its futex without a timeout. The worker that leaves the idle
@@ -53,6 +57,7 @@ static uint64_t wd_ns;
 struct sample {
     uint64_t switches;   /* the worker's counter at the last change */
     uint64_t since;      /* when it was seen to change */
+    int64_t cpu;         /* its thread's CPU time then (-1: unknown) */
     weft_fiber *f;
     int reported;
 };
@@ -115,11 +120,21 @@ static void check(uint64_t now)
         uint64_t sw = atomic_load_explicit(&w->st.switches, memory_order_acquire);
         weft_fiber *f = __atomic_load_n(&w->cur, __ATOMIC_RELAXED);
         if (sw != s->switches || f != s->f || !f) {
-            *s = (struct sample){ .switches = sw, .since = now, .f = f };
+            *s = (struct sample){ .switches = sw, .since = now, .f = f,
+                                  .cpu = f ? weft__diag_thread_cpu(w) : -1 };
             continue;
         }
         if (now - s->since < wd_ns || weft__rt.n == 0)
             continue;
+        if (!s->reported && s->cpu >= 0) {
+            /* Not a hog if the OS kept the thread off the CPU: it ran less
+             * than half the period and waits for a CPU (a thread blocked in
+             * a system call is not runnable, and is reported). */
+            int64_t cpu = weft__diag_thread_cpu(w);
+            if (cpu >= 0 && (uint64_t)(cpu - s->cpu) < wd_ns / 2 &&
+                weft__diag_thread_preempted(w) == 1)
+                continue;
+        }
         bool first = !s->reported;
         if (first) {
             s->reported = 1;
