@@ -195,7 +195,7 @@ static void run_fiber(weft__worker *w, weft_fiber *f)
     }
     f->worker = w;
     atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
-    __atomic_store_n(&w->cur, f, __ATOMIC_RELAXED);   /* the watchdog samples it: a plain mov */
+    __atomic_store_n(&w->cur, f, __ATOMIC_RELEASE);   /* the watchdog reads f through it: a plain mov on x86 */
     atomic_fetch_add_explicit(&w->st.switches, 1, memory_order_relaxed);
     errno = f->saved_errno;
     if (WEFT_UNLIKELY(weft__trace_on))

@@ -118,7 +118,7 @@ static void check(uint64_t now)
         weft__worker *w = &weft__rt.workers[i];
         struct sample *s = &samples[i];
         uint64_t sw = atomic_load_explicit(&w->st.switches, memory_order_acquire);
-        weft_fiber *f = __atomic_load_n(&w->cur, __ATOMIC_RELAXED);
+        weft_fiber *f = __atomic_load_n(&w->cur, __ATOMIC_ACQUIRE);   /* pairs with run_fiber */
         if (sw != s->switches || f != s->f || !f) {
             *s = (struct sample){ .switches = sw, .since = now, .f = f,
                                   .cpu = f ? weft__diag_thread_cpu(w) : -1 };
