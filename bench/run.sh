@@ -58,11 +58,12 @@ mutex_contended       | run          | bench/bench_sched mutex_contended | mutex
 switch                | run          | bench/bench_switch switch         | switch          | fcontext | bench/bench_switch fcontext   | fcontext        | <=1.0
 timer_late_p99        | run          | bench/bench_timers timers         | timer_late_p99  | budget   | bench/bench_timers timers     | timer_budget    | <=1.0
 idle_cpu              | run          | bench/bench_timers idle           | idle_cpu        | budget   | bench/bench_timers idle       | idle_budget     | <=1.0
+spawn_join_batch      | run          | bench/bench_sched spawn_join_batch | spawn_join_batch | go    | bench/go/spawn                | spawn_join_batch | <=0.5
+fanout_1              | run          | bench/bench_sched fanout_1        | fanout_1        | go       | bench/go/fanout               | fanout_1        | <=1.0
+fanout_2              | run          | bench/bench_sched fanout_2        | fanout_2        | go       | bench/go/fanout               | fanout_2        | <=1.0
+# CPU-bound fan-out on 2 workers against weft itself on 1: >= 1.8x faster means ratio <= 0.556
+fanout_scaling        | run          | bench/bench_sched fanout_2        | fanout_2        | weft-1w  | bench/bench_sched fanout_1    | fanout_1        | <=0.556
 trace_skynet          | run          | bench/bench_trace                 | skynet_trace_on | trace-off| bench/bench_trace             | skynet_trace_off| <=2.0
-# Go peers measured but not yet compared (uncomment once bench_sched has the case):
-# spawn_join_batch    | run          | bench/bench_sched spawn_join_batch | spawn_join_batch | go    | bench/go/spawn                | spawn_join_batch | <=0.5
-# fanout_1            | run          | bench/bench_sched fanout_1        | fanout_1        | go       | bench/go/fanout               | fanout_1        | <=1.0
-# fanout_2            | run          | bench/bench_sched fanout_2        | fanout_2        | go       | bench/go/fanout               | fanout_2        | <=1.0
 http_hello_100        | http:100     | examples/http_hello               | http_100        | go       | bench/go/http                 | http_100        | >=1.5
 http_hello_10000      | http:10000   | examples/http_hello               | http_10000      | go       | bench/go/http                 | http_10000      | >=1.5
 http_hello_100_epoll  | http:100     | examples/http_hello               | http_100        | epoll    | bench/peer_epoll_http         | http_100        | >=0.9

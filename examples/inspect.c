@@ -40,6 +40,26 @@ static void *server(void *arg)
     return NULL;
 }
 
+static weft_mutex cache_lock = WEFT_MUTEX_INIT;
+static weft_chan *jobs;
+
+static void *cache_user(void *arg)
+{
+    (void)arg;
+    if (weft_mutex_lock(&cache_lock) == 0)   /* main holds it */
+        weft_mutex_unlock(&cache_lock);
+    return NULL;
+}
+
+static void *consumer(void *arg)
+{
+    (void)arg;
+    int job;
+    while (weft_chan_recv(jobs, &job) == 0)
+        ;
+    return NULL;
+}
+
 static void *waiter(void *arg)
 {
     weft_join(arg, NULL);
@@ -123,6 +143,12 @@ static void *main_fiber(void *arg)
     weft_spawn(&s1, &a1, server, (void *)1);
     weft_spawn(&s2, &a2, server, (void *)2);
     weft_spawn(&w, &aw, waiter, s1);
+    jobs = weft_chan_make(sizeof(int), 0);
+    weft_mutex_lock(&cache_lock);
+    weft_attr ac = { .name = "cache-user", .flags = WEFT_DETACHED };
+    weft_attr an = { .name = "consumer", .flags = WEFT_DETACHED };
+    weft_spawn(NULL, &ac, cache_user, NULL);
+    weft_spawn(NULL, &an, consumer, NULL);
     weft_sleep(10 * 1000000);   /* let them all park */
     if (!strcmp(mode, "dump")) {
         weft_dump(1);
@@ -151,6 +177,8 @@ static void *main_fiber(void *arg)
         weft_spawn(&c, &ac, crasher, NULL);
         weft_join(c, NULL);
     }
+    weft_mutex_unlock(&cache_lock);
+    weft_chan_close(jobs);
     return NULL;   /* the rest are cancelled and joined by weft_run */
 }
 

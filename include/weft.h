@@ -130,6 +130,11 @@ typedef struct weft_wg    { uintptr_t _w[6]; } weft_wg;
 #define WEFT_SEM_INIT(v) { { (uintptr_t)(v) } }
 #define WEFT_WG_INIT    { { 0 } }
 
+/* A mutex is owned by a fiber: lock, trylock and unlock from a plain thread
+ * are -EPERM. No waiter starves: one that has waited more than 1 ms is
+ * handed the lock directly (see docs/sync-and-channels.md). lock returns
+ * -ECANCELED/-ETIMEDOUT only when it had to wait (the mutex is then not
+ * held) and -EDEADLK when the caller already holds it. */
 WEFT_API int weft_mutex_init(weft_mutex *m);
 WEFT_API int weft_mutex_lock(weft_mutex *m);
 WEFT_API int weft_mutex_trylock(weft_mutex *m);    /* -EBUSY */
@@ -137,7 +142,8 @@ WEFT_API int weft_mutex_unlock(weft_mutex *m);     /* -EPERM if not the owner */
 WEFT_API int weft_mutex_destroy(weft_mutex *m);    /* -EBUSY if locked or waited on */
 
 WEFT_API int weft_cond_init(weft_cond *c);
-WEFT_API int weft_cond_wait(weft_cond *c, weft_mutex *m);   /* re-locks m even on error */
+/* -EPERM if the caller does not hold m; re-locks m even on -ECANCELED/-ETIMEDOUT. */
+WEFT_API int weft_cond_wait(weft_cond *c, weft_mutex *m);
 WEFT_API int weft_cond_signal(weft_cond *c);
 WEFT_API int weft_cond_broadcast(weft_cond *c);
 WEFT_API int weft_cond_destroy(weft_cond *c);
@@ -145,9 +151,10 @@ WEFT_API int weft_cond_destroy(weft_cond *c);
 WEFT_API int weft_sem_init(weft_sem *s, unsigned value);
 WEFT_API int weft_sem_wait(weft_sem *s);
 WEFT_API int weft_sem_trywait(weft_sem *s);        /* -EAGAIN */
-WEFT_API int weft_sem_post(weft_sem *s);           /* -EOVERFLOW */
+WEFT_API int weft_sem_post(weft_sem *s);           /* -EOVERFLOW past UINT_MAX */
 
 WEFT_API int weft_wg_init(weft_wg *w);
+/* Reusable once the count is back at zero, like Go's sync.WaitGroup. */
 WEFT_API int weft_wg_add(weft_wg *w, int delta);   /* -EINVAL if the count would go negative */
 WEFT_API int weft_wg_done(weft_wg *w);
 WEFT_API int weft_wg_wait(weft_wg *w);
@@ -157,7 +164,12 @@ WEFT_API int weft_wg_wait(weft_wg *w);
 typedef struct weft_chan weft_chan;
 enum { WEFT_SEND = 1, WEFT_RECV = 2 };
 
-/* capacity 0: unbuffered (rendezvous). NULL on bad args or no memory. */
+/* capacity 0: unbuffered (rendezvous). NULL on bad args (elem_size 0 or
+ * above 64 KiB, a ring that would not fit in memory) or no memory.
+ * A receive may pass a NULL elem to discard the value. Blocking calls from a
+ * plain thread are -EPERM; the try calls and close work from any thread.
+ * weft_chan_free with fibers still waiting on the channel is a caller bug:
+ * it aborts with a message. */
 WEFT_API weft_chan *weft_chan_make(size_t elem_size, size_t capacity);
 WEFT_API int  weft_chan_send(weft_chan *c, const void *elem);   /* -EPIPE if closed */
 WEFT_API int  weft_chan_recv(weft_chan *c, void *elem);         /* -EPIPE when closed and drained */
@@ -169,13 +181,20 @@ WEFT_API void weft_chan_free(weft_chan *c);
 typedef struct weft_case {
     weft_chan *chan;   /* NULL: case ignored */
     int op;            /* WEFT_SEND or WEFT_RECV */
-    void *elem;        /* element to send, or buffer to receive into */
+    void *elem;        /* element to send, or buffer to receive into (NULL: discard) */
+    int err;           /* out, for the case that fired: 0, or -EPIPE when the channel
+                          was closed (a receive then got a zeroed element; a send sent
+                          nothing), like pollfd.revents */
 } weft_case;
-/* Block until one case can proceed; fair among ready cases. Returns its
- * index. A receive on a closed, drained channel fires with -EPIPE stored in
- * weft_select_err(); a send on a closed channel makes select return -EPIPE. */
+/* Block until one case can proceed; fair among ready cases (random order).
+ * Returns the index of the case that fired, its outcome in cases[i].err.
+ * A closed channel makes its cases fire (like Go's receive from a closed
+ * channel; a send on one is an error Go would panic on). Cases with a NULL
+ * chan are ignored; with none left (n == 0 included) it waits for a cancel
+ * or the deadline, like Go's empty select. -EINVAL on a bad op or a send
+ * with a NULL elem, -EPERM outside a fiber, -ENOMEM, -ECANCELED, -ETIMEDOUT. */
 WEFT_API int weft_select(weft_case *cases, size_t n);
-/* Like weft_select but returns -EAGAIN instead of blocking. */
+/* Like weft_select but returns -EAGAIN instead of blocking; works from any thread. */
 WEFT_API int weft_tryselect(weft_case *cases, size_t n);
 
 /* -------------------------------------------------------------------- I/O */

@@ -213,39 +213,92 @@ NOINLINE static void *joiner_fiber(void *arg)
     return NULL;
 }
 
+static weft_mutex dump_mutex = WEFT_MUTEX_INIT;
+static weft_mutex dump_cmutex = WEFT_MUTEX_INIT;
+static weft_cond dump_cond = WEFT_COND_INIT;
+static weft_chan *dump_chan;
+
+NOINLINE static void *locker_fiber(void *arg)
+{
+    (void)arg;
+    int r = weft_mutex_lock(&dump_mutex);   /* held by main: parks */
+    if (r == 0)
+        weft_mutex_unlock(&dump_mutex);
+    return NULL;
+}
+
+NOINLINE static void *receiver_fiber(void *arg)
+{
+    (void)arg;
+    int v;
+    sink += weft_chan_recv(dump_chan, &v);
+    return NULL;
+}
+
+NOINLINE static void *waiter_fiber(void *arg)
+{
+    (void)arg;
+    weft_mutex_lock(&dump_cmutex);
+    sink += weft_cond_wait(&dump_cond, &dump_cmutex);
+    weft_mutex_unlock(&dump_cmutex);
+    return NULL;
+}
+
 static void *main_dump(void *arg)
 {
     (void)arg;
-    weft_fiber *sl, *target, *jn;
-    weft_attr a1 = { .name = "sleeper" }, a2 = { .name = "target" }, a3 = { .name = "joiner" };
+    weft_fiber *sl, *target, *jn, *lk, *rc, *cw;
+    weft_attr a1 = { .name = "sleeper" }, a2 = { .name = "target" }, a3 = { .name = "joiner" },
+              a4 = { .name = "locker" }, a5 = { .name = "receiver" }, a6 = { .name = "condwaiter" };
+    dump_chan = weft_chan_make(sizeof(int), 0);
+    ASSERT(dump_chan);
+    ASSERT_EQ(weft_mutex_lock(&dump_mutex), 0);
     ASSERT_EQ(weft_spawn(&sl, &a1, sleeper_fiber, NULL), 0);
     ASSERT_EQ(weft_spawn(&target, &a2, sleeper_fiber, NULL), 0);
     ASSERT_EQ(weft_spawn(&jn, &a3, joiner_fiber, target), 0);
+    ASSERT_EQ(weft_spawn(&lk, &a4, locker_fiber, NULL), 0);
+    ASSERT_EQ(weft_spawn(&rc, &a5, receiver_fiber, NULL), 0);
+    ASSERT_EQ(weft_spawn(&cw, &a6, waiter_fiber, NULL), 0);
     void *pcs[8];
-    backtrace_parked(sl, pcs, 8);
-    backtrace_parked(target, pcs, 8);
-    backtrace_parked(jn, pcs, 8);
+    weft_fiber *all[] = { sl, target, jn, lk, rc, cw };
+    for (int i = 0; i < 6; i++)
+        backtrace_parked(all[i], pcs, 8);
     int fd = tmpfd();
     ASSERT_EQ(weft_dump(fd), 0);
     char *out = slurp(fd);
     close(fd);
     printf("%s", out);
     char want[128];
-    ASSERT_CONTAINS(out, "weft: dump of 4 fibers");
+    ASSERT_CONTAINS(out, "weft: dump of 7 fibers");
     ASSERT_CONTAINS(out, "\"sleeper\": parked on sleep until now+");
     snprintf(want, sizeof want, "\"joiner\": parked on join of fiber %llu",
              (unsigned long long)weft_id(target));
     ASSERT_CONTAINS(out, want);
+    snprintf(want, sizeof want, "\"locker\": parked on mutex %p", (void *)&dump_mutex);
+    ASSERT_CONTAINS(out, want);
+    snprintf(want, sizeof want, "\"receiver\": parked on channel receive %p", (void *)dump_chan);
+    ASSERT_CONTAINS(out, want);
+    snprintf(want, sizeof want, "\"condwaiter\": parked on condvar %p", (void *)&dump_cond);
+    ASSERT_CONTAINS(out, want);
     ASSERT_CONTAINS(out, "\"main\" (main): running on worker 0 (the caller)");
     ASSERT_CONTAINS(out, "sleeper_fiber");
     ASSERT_CONTAINS(out, "joiner_fiber");
+    ASSERT_CONTAINS(out, "locker_fiber");
+    ASSERT_CONTAINS(out, "receiver_fiber");
+    ASSERT_CONTAINS(out, "waiter_fiber");
     ASSERT_CONTAINS(out, "high-water");
     ASSERT_CONTAINS(out, "weft: end of dump");
     ASSERT_EQ(weft_dump(-1), -EINVAL);
+    weft_mutex_unlock(&dump_mutex);
+    int v = 1;
+    ASSERT_EQ(weft_chan_send(dump_chan, &v), 0);
+    weft_cancel(cw);
     weft_cancel(sl);
     weft_cancel(target);
-    ASSERT_EQ(weft_join(sl, NULL), 0);
-    ASSERT_EQ(weft_join(jn, NULL), 0);
+    for (int i = 0; i < 6; i++)
+        if (all[i] != target)
+            ASSERT_EQ(weft_join(all[i], NULL), 0);
+    weft_chan_free(dump_chan);
     return NULL;
 }
 

@@ -241,7 +241,10 @@ static void describe_wait(struct weft__text *t, weft_fiber *f, uint64_t now)
         weft__text_printf(t, "%s", what);
         break;
     default:
-        weft__text_printf(t, "%s %p", what, f->wobj);
+        /* sync.c and chan.c pass their wait record (waitq.h), whose first
+         * field is the object waited on; it lives on the fiber's stack,
+         * which cannot change while we hold the fiber. */
+        weft__text_printf(t, "%s %p", what, f->wobj ? *(void *const *)f->wobj : NULL);
         break;
     }
     /* A timer armed for this wait: a sleep's end, a timeout or a deadline.

@@ -135,15 +135,6 @@ int weft__worker_index(const weft__worker *w) { return w ? (int)w->idx : -1; }
 bool weft__running(void) { return atomic_load(&weft__rt.running) == 1; }
 bool weft__debug_migrate(void) { return weft__rt.debug_migrate; }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ volatile("yield");
-#endif
-}
-
 void weft__spin_lock_slow(weft__spin *l)
 {
     for (unsigned spins = 0;; spins++) {
@@ -151,7 +142,7 @@ void weft__spin_lock_slow(weft__spin *l)
             !atomic_exchange_explicit(&l->v, 1, memory_order_acquire))
             return;
         if (spins < 100)
-            cpu_relax();
+            weft__cpu_relax();
         else
             weft__os_yield();
     }
@@ -188,7 +179,7 @@ static void run_fiber(weft__worker *w, weft_fiber *f)
                                                       memory_order_relaxed))
                 break;
             if (spins < 64)
-                cpu_relax();
+                weft__cpu_relax();
             else
                 weft__os_yield();   /* its worker may have been preempted */
         }
@@ -802,7 +793,7 @@ static bool spin_for_work(weft__worker *w, weft__worker **stuck)
     uint64_t until = weft__now() + SPIN_NS;
     do {
         for (int i = 0; i < 64; i++)
-            cpu_relax();
+            weft__cpu_relax();
         if (any_work(w) || atomic_load_explicit(&weft__rt.shutdown, memory_order_relaxed))
             return true;
     } while (weft__now() < until);

@@ -49,6 +49,16 @@ _Noreturn void weft__panic(const char *file, int line, const char *what);
 
 typedef struct weft__worker weft__worker;
 
+/* A spin-wait hint to the CPU (lets its sibling hyperthread run). */
+static inline void weft__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
 /* A spinlock for critical sections of a few instructions (a fiber's join
  * state, a fiber list). Uncontended it is one exchange and one store; a
  * waiter spins briefly, then yields the CPU, because with more workers
@@ -107,7 +117,8 @@ struct weft_fiber {
     _Atomic int wstate;             /* enum weft__wstate */
     int wresult;                    /* set by the claim winner */
     int wkind;                      /* enum weft__wait_kind */
-    void *wobj;                     /* the object waited on */
+    void *wobj;                     /* the object waited on, or (sync.c, chan.c) the
+                                       wait record naming it: see waitq.h */
     void (*wunlink)(weft_fiber *);  /* take me off wobj's queue (claim winners) */
     uint64_t wsince;                /* weft__now() when the wait began */
     weft__timer timer;

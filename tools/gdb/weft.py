@@ -180,7 +180,10 @@ def _wait_text(f):
         fd = int(gdb.Value(obj).cast(gdb.lookup_type("int").pointer()).dereference())
         return "fd %d %s" % (fd, name.split()[1])
     if obj and name not in ("sleep", "select", "blocking pool", "io"):
-        return "%s 0x%x" % (name, obj)
+        # the wait record (src/sched/waitq.h): its first field is the object
+        vp = gdb.lookup_type("void").pointer().pointer()
+        target = int(gdb.Value(obj).cast(vp).dereference())
+        return "%s 0x%x" % (name, target)
     return name
 
 
@@ -224,10 +227,20 @@ def _fiber_frames(f, limit):
     return frames
 
 
+WEFT_DIRS = ("src/sched/", "src/arch/", "src/io/")
+
+
+def _is_weft(name, sal):
+    if sal is not None and sal.symtab is not None:
+        if any(d in sal.symtab.filename for d in WEFT_DIRS):
+            return True
+    return name is None or name.startswith("weft") or name == "fiber_entry"
+
+
 def _where(frames):
     """The first frame that is not weft's own machinery."""
     for pc, name, sal in frames:
-        if name and not name.startswith("weft") and name != "fiber_entry":
+        if not _is_weft(name, sal):
             return _frame_text(pc, name, sal)
     return ""
 
