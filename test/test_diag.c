@@ -1,16 +1,11 @@
 /* Diagnostics: backtraces of parked fibers, the dump, stats, bad input. */
 #define _GNU_SOURCE
-#include "test.h"
+#include "diag_test.h"
 
 #include <errno.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
-#ifdef __clang__
-#define NOINLINE __attribute__((noinline))
-#else
-#define NOINLINE __attribute__((noinline, noclone))   /* no .isra/.constprop copies */
-#endif
 
 /* Read everything written to a temporary file descriptor. */
 static char *slurp(int fd)
@@ -29,40 +24,49 @@ static int tmpfd(void)
     return dup(fileno(f));
 }
 
+/* What weft_backtrace_print writes for pcs[0..n). */
+static char *printed(void *const *pcs, int n)
+{
+    int fd = tmpfd();
+    ASSERT_EQ(weft_backtrace_print(fd, pcs, n), 0);
+    char *out = slurp(fd);
+    close(fd);
+    return out;
+}
+
 /* ---------------------------------------------- three calls deep, parked */
 
-static volatile int sink;
+volatile int diag_sink;
 
 NOINLINE static int deep_level3(void)
 {
     int r = weft_sleep(60ull * 1000000000);
-    sink += r;
+    diag_sink += r;
     return r + 1;
 }
 
 NOINLINE static int deep_level2(void)
 {
     int r = deep_level3();
-    sink += r;
+    diag_sink += r;
     return r + 1;
 }
 
 NOINLINE static int deep_level1(void)
 {
     int r = deep_level2();
-    sink += r;
+    diag_sink += r;
     return r + 1;
 }
 
-static void *deep_fiber(void *arg)
+void *deep_fiber(void *arg)
 {
     (void)arg;
     deep_level1();
     return NULL;
 }
 
-/* Backtrace of f once it is parked: retry while it is still running. */
-static int backtrace_parked(weft_fiber *f, void **pcs, int max)
+int backtrace_parked(weft_fiber *f, void **pcs, int max)
 {
     for (int i = 0; i < 1000; i++) {
         int n = weft_backtrace(f, pcs, max);
@@ -82,10 +86,7 @@ static void *main_backtrace_deep(void *arg)
     void *pcs[64];
     int n = backtrace_parked(f, pcs, 64);
     ASSERT_GT(n, 3);
-    int fd = tmpfd();
-    ASSERT_EQ(weft_backtrace_print(fd, pcs, n), 0);
-    char *out = slurp(fd);
-    close(fd);
+    char *out = printed(pcs, n);
     ASSERT_CONTAINS(out, "deep_level3");
     ASSERT_CONTAINS(out, "deep_level2");
     ASSERT_CONTAINS(out, "deep_level1");
@@ -109,7 +110,7 @@ TEST(diag_backtrace_three_deep)
 NOINLINE static int self_marker(void **pcs, int max)
 {
     int n = weft_backtrace(NULL, pcs, max);
-    sink += n;
+    diag_sink += n;
     return n;
 }
 
@@ -119,10 +120,7 @@ static void *main_backtrace_self(void *arg)
     void *pcs[32];
     int n = self_marker(pcs, 32);
     ASSERT_GT(n, 1);
-    int fd = tmpfd();
-    ASSERT_EQ(weft_backtrace_print(fd, pcs, n), 0);
-    char *out = slurp(fd);
-    close(fd);
+    char *out = printed(pcs, n);
     /* the first frame is the caller of weft_backtrace */
     ASSERT_CONTAINS(out, "#0");
     char *first = strstr(out, "#0");
@@ -198,18 +196,18 @@ TEST(diag_backtrace_bad_input)
 
 /* ------------------------------------------------------------------ dump */
 
-NOINLINE static void *sleeper_fiber(void *arg)
+NOINLINE void *sleeper_fiber(void *arg)
 {
     (void)arg;
     int r = weft_sleep(60ull * 1000000000);
-    sink += r;
+    diag_sink += r;
     return NULL;
 }
 
 NOINLINE static void *joiner_fiber(void *arg)
 {
     int r = weft_join(arg, NULL);
-    sink += r;
+    diag_sink += r;
     return NULL;
 }
 
@@ -231,7 +229,7 @@ NOINLINE static void *receiver_fiber(void *arg)
 {
     (void)arg;
     int v;
-    sink += weft_chan_recv(dump_chan, &v);
+    diag_sink += weft_chan_recv(dump_chan, &v);
     return NULL;
 }
 
@@ -239,7 +237,7 @@ NOINLINE static void *waiter_fiber(void *arg)
 {
     (void)arg;
     weft_mutex_lock(&dump_cmutex);
-    sink += weft_cond_wait(&dump_cond, &dump_cmutex);
+    diag_sink += weft_cond_wait(&dump_cond, &dump_cmutex);
     weft_mutex_unlock(&dump_cmutex);
     return NULL;
 }

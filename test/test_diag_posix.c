@@ -1,18 +1,12 @@
 /* Diagnostics that need POSIX: the dump signal, crash reports, the gdb
  * extension, the watchdog's backtrace of a running fiber, the trace. */
 #define _GNU_SOURCE
-#include "test.h"
+#include "diag_test.h"
 
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <unistd.h>
-
-#ifdef __clang__
-#define NOINLINE __attribute__((noinline))
-#else
-#define NOINLINE __attribute__((noinline, noclone))   /* no .isra/.constprop copies */
-#endif
 
 /* Under ASan or TSan the fault goes on to the sanitizer's own handler (ours
  * chains to it), which reports and exits with its status instead of dying
@@ -29,26 +23,7 @@
 #endif
 #endif
 
-static volatile int sink;
-
-NOINLINE static void *sleeper_fiber(void *arg)
-{
-    (void)arg;
-    int r = weft_sleep(60ull * 1000000000);
-    sink += r;
-    return NULL;
-}
-
-static int backtrace_parked(weft_fiber *f, void **pcs, int max)
-{
-    for (int i = 0; i < 1000; i++) {
-        int n = weft_backtrace(f, pcs, max);
-        if (n > 3)
-            return n;
-        weft_sleep(1000000);
-    }
-    return -1;
-}
+#define sink diag_sink
 
 /* ------------------------------------------------------------ dump signal */
 

@@ -2,7 +2,7 @@
  * fibers` and `fiber bt` on a live process stopped with a fiber parked three
  * calls deep, then on the core file of the same process. */
 #define _GNU_SOURCE
-#include "test.h"
+#include "diag_test.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -11,52 +11,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifdef __clang__
-#define NOINLINE __attribute__((noinline))
-#else
-#define NOINLINE __attribute__((noinline, noclone))   /* no .isra/.constprop copies */
-#endif
-
-static volatile int sink;
 static int ready_fd = -1, go_fd = -1;
-
-NOINLINE static int gdb_level3(void)
-{
-    int r = weft_sleep(600ull * 1000000000);
-    sink += r;
-    return r + 1;
-}
-
-NOINLINE static int gdb_level2(void)
-{
-    int r = gdb_level3();
-    sink += r;
-    return r + 1;
-}
-
-NOINLINE static int gdb_level1(void)
-{
-    int r = gdb_level2();
-    sink += r;
-    return r + 1;
-}
-
-static void *gdb_deep(void *arg)
-{
-    gdb_level1();
-    return arg;
-}
 
 static void *gdb_main(void *arg)
 {
     (void)arg;
     weft_fiber *f;
     weft_attr a = { .name = "gdbdeep" };
-    if (weft_spawn(&f, &a, gdb_deep, NULL) < 0)
+    if (weft_spawn(&f, &a, deep_fiber, NULL) < 0)
         _exit(20);
     void *pcs[8];
-    while (weft_backtrace(f, pcs, 8) < 4)
-        weft_sleep(1000000);
+    if (backtrace_parked(f, pcs, 8) < 4)
+        _exit(23);
     dprintf(ready_fd, "ready %llu\n", (unsigned long long)weft_id(f));
     char c;
     while (read(go_fd, &c, 1) < 0 && errno == EINTR)   /* blocks this worker: fine here */
@@ -84,13 +50,13 @@ static void check_output(const char *out, unsigned long long id)
     snprintf(want, sizeof want, "%llu", id);
     ASSERT_CONTAINS(out, "\"gdbdeep\"");
     ASSERT_CONTAINS(out, "parked on sleep");
-    ASSERT_CONTAINS(out, "in gdb_level3 at");
-    ASSERT_CONTAINS(out, "in gdb_level2 at");
-    ASSERT_CONTAINS(out, "in gdb_level1 at");
-    ASSERT_CONTAINS(out, "in gdb_deep at");
+    ASSERT_CONTAINS(out, "in deep_level3 at");
+    ASSERT_CONTAINS(out, "in deep_level2 at");
+    ASSERT_CONTAINS(out, "in deep_level1 at");
+    ASSERT_CONTAINS(out, "in deep_fiber at");
     ASSERT_CONTAINS(out, "weft_sleep");
     /* innermost first */
-    ASSERT(strstr(out, "in gdb_level3 at") < strstr(out, "in gdb_level1 at"));
+    ASSERT(strstr(out, "in deep_level3 at") < strstr(out, "in deep_level1 at"));
 }
 
 TEST_TIMEOUT(gdb_info_fibers_and_fiber_bt, 120)
