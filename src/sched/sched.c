@@ -609,6 +609,10 @@ static int fire_timers(weft__worker *v, uint64_t now, bool try)
         }
     }
     weft__lock_release(&v->tlock);
+    /* Counted before the fibers can run, so that what they see in
+     * weft_stats includes their own timer. */
+    if (n)
+        atomic_fetch_add_explicit(&v->st.timers_fired, (uint64_t)n, memory_order_relaxed);
     while (woke) {
         weft_fiber *f = woke;
         woke = f->next;
@@ -616,8 +620,6 @@ static int fire_timers(weft__worker *v, uint64_t now, bool try)
             f->wunlink(f);
         weft__ready(f);
     }
-    if (n)
-        atomic_fetch_add_explicit(&v->st.timers_fired, (uint64_t)n, memory_order_relaxed);
     return n;
 }
 
