@@ -20,7 +20,10 @@ void *deep_fiber(void *arg);
 /* Parks in weft_sleep (60 s) directly. */
 void *sleeper_fiber(void *arg);
 /* weft_backtrace of f once it is parked (retrying while it still runs);
- * the frame count, or -1 after a second. */
+ * the frame count, or -1 after a second. Where suspended fibers cannot be
+ * unwound (a switch whose frame src/arch/unwind_posix.c does not know:
+ * CTX=fcontext, AArch64 until its frame is added) it gives f a moment to
+ * park and returns -ENOTSUP; tests then check what does not need frames. */
 int backtrace_parked(weft_fiber *f, void **pcs, int max);
 
 #endif

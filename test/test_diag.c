@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <unistd.h>
 
 
@@ -72,6 +73,10 @@ int backtrace_parked(weft_fiber *f, void **pcs, int max)
         int n = weft_backtrace(f, pcs, max);
         if (n > 3)
             return n;
+        if (n == -ENOTSUP) {
+            weft_sleep(50 * 1000000);
+            return n;
+        }
         weft_sleep(1000000);
     }
     return -1;
@@ -85,6 +90,12 @@ static void *main_backtrace_deep(void *arg)
     ASSERT_EQ(weft_spawn(&f, &a, deep_fiber, NULL), 0);
     void *pcs[64];
     int n = backtrace_parked(f, pcs, 64);
+    if (n == -ENOTSUP) {
+        printf("no unwinding of suspended fibers in this build: skipped\n");
+        weft_cancel(f);
+        weft_join(f, NULL);
+        return NULL;
+    }
     ASSERT_GT(n, 3);
     char *out = printed(pcs, n);
     ASSERT_CONTAINS(out, "deep_level3");
@@ -259,8 +270,9 @@ static void *main_dump(void *arg)
     ASSERT_EQ(weft_spawn(&cw, &a6, waiter_fiber, NULL), 0);
     void *pcs[8];
     weft_fiber *all[] = { sl, target, jn, lk, rc, cw };
+    bool frames = true;
     for (int i = 0; i < 6; i++)
-        backtrace_parked(all[i], pcs, 8);
+        frames = backtrace_parked(all[i], pcs, 8) != -ENOTSUP;
     int fd = tmpfd();
     ASSERT_EQ(weft_dump(fd), 0);
     char *out = slurp(fd);
@@ -279,11 +291,13 @@ static void *main_dump(void *arg)
     snprintf(want, sizeof want, "\"condwaiter\": parked on condvar %p", (void *)&dump_cond);
     ASSERT_CONTAINS(out, want);
     ASSERT_CONTAINS(out, "\"main\" (main): running on worker 0 (the caller)");
-    ASSERT_CONTAINS(out, "sleeper_fiber");
-    ASSERT_CONTAINS(out, "joiner_fiber");
-    ASSERT_CONTAINS(out, "locker_fiber");
-    ASSERT_CONTAINS(out, "receiver_fiber");
-    ASSERT_CONTAINS(out, "waiter_fiber");
+    if (frames) {
+        ASSERT_CONTAINS(out, "sleeper_fiber");
+        ASSERT_CONTAINS(out, "joiner_fiber");
+        ASSERT_CONTAINS(out, "locker_fiber");
+        ASSERT_CONTAINS(out, "receiver_fiber");
+        ASSERT_CONTAINS(out, "waiter_fiber");
+    }
     ASSERT_CONTAINS(out, "high-water");
     ASSERT_CONTAINS(out, "weft: end of dump");
     ASSERT_EQ(weft_dump(-1), -EINVAL);

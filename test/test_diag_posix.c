@@ -34,7 +34,8 @@ static void *main_dump_signal(void *arg)
     weft_attr a = { .name = "sleepy" };
     ASSERT_EQ(weft_spawn(&sl, &a, sleeper_fiber, NULL), 0);
     void *pcs[8];
-    backtrace_parked(sl, pcs, 8);
+    printf("frames: %s\n", backtrace_parked(sl, pcs, 8) == -ENOTSUP ? "no" : "yes");
+    fflush(stdout);
     kill(getpid(), *(int *)arg);
     weft_sleep(300 * 1000000ull);   /* the dump thread writes meanwhile */
     weft_cancel(sl);
@@ -57,7 +58,8 @@ TEST(diag_dump_on_signal)
     ASSERT_EQ(test_child(child_dump_signal, NULL, out, sizeof out), 0);
     ASSERT_CONTAINS(out, "weft: dump of");
     ASSERT_CONTAINS(out, "\"sleepy\": parked on sleep");
-    ASSERT_CONTAINS(out, "sleeper_fiber");
+    if (strstr(out, "frames: yes"))
+        ASSERT_CONTAINS(out, "sleeper_fiber");
     ASSERT_CONTAINS(out, "still running");
     /* by name, from the environment */
     ASSERT_EQ(test_child(child_dump_signal, "USR1", out, sizeof out), 0);

@@ -28,7 +28,7 @@ static void *gdb_main(void *arg)
         _exit(20);
     void *pcs[8];
     if (backtrace_parked(f, pcs, 8) < 4)
-        _exit(23);
+        _exit(23);   /* CTX=fcontext: gdb would not know the frame either */
     dprintf(ready_fd, "ready %llu\n", (unsigned long long)weft_id(f));
     char c;
     while (read(go_fd, &c, 1) < 0 && errno == EINTR)   /* blocks this worker: fine here */
@@ -71,6 +71,10 @@ TEST_TIMEOUT(gdb_info_fibers_and_fiber_bt, 120)
         printf("under valgrind: skipped\n");
         return;
     }
+#if !defined(__x86_64__)
+    printf("tools/gdb/weft.py knows the x86-64 switch frame only: skipped\n");
+    return;
+#endif
     char script[PATH_MAX], exe[PATH_MAX];
     ASSERT(realpath("tools/gdb/weft.py", script));   /* make check runs at the top */
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -102,7 +106,18 @@ TEST_TIMEOUT(gdb_info_fibers_and_fiber_bt, 120)
     close(gp[0]);
     FILE *rf = fdopen(rp[0], "r");
     unsigned long long id = 0;
-    ASSERT_EQ(fscanf(rf, "ready %llu", &id), 1);
+    if (fscanf(rf, "ready %llu", &id) != 1) {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        fclose(rf);
+        close(gp[1]);
+        rmdir(dir);
+        /* 23: this build cannot unwind a suspended fiber, nor can gdb */
+        ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 23);
+        printf("no unwinding of suspended fibers in this build: skipped\n");
+        return;
+    }
 
     /* live: attach, look, detach */
     char cmd[PATH_MAX * 4];
