@@ -221,7 +221,7 @@ static void *main_free_waited(void *arg)
     weft_chan *c = weft_chan_make(sizeof(int), 0);
     weft_fiber *f;
     spawn_ok(&f, wait_forever, c);
-    weft_sleep(5000000);
+    weft_yield();   /* one worker: f runs and parks in recv before we go on */
     weft_chan_free(c);
     return NULL;
 }

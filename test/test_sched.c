@@ -156,22 +156,29 @@ TEST(sched_yield_round_robin)
 
 /* --------------------------------------------------------------- sleeps */
 
+/* Each fiber sleeps until an absolute time fixed before any of them runs,
+ * 30 ms apart, so the order cannot depend on when each got to run. */
+static uint64_t sleep_base;
+
 static void *sleeper(void *arg)
 {
-    uint64_t ms = (uint64_t)(uintptr_t)arg;
-    uint64_t t0 = weft_now();
-    ASSERT_EQ(weft_sleep(ms * MS), 0);
-    ASSERT_GE(weft_now() - t0, ms * MS);
-    order[atomic_fetch_add(&order_n, 1)] = (char)('0' + ms / 10);
+    uint64_t k = (uint64_t)(uintptr_t)arg;
+    uint64_t until = sleep_base + k * (uint64_t)(30 * MS * test_time_scale());
+    uint64_t now = weft_now();
+    ASSERT_LT(now, until);   /* the fiber started before its time */
+    ASSERT_EQ(weft_sleep(until - now), 0);
+    ASSERT_GE(weft_now(), until);
+    order[atomic_fetch_add(&order_n, 1)] = (char)('0' + k);
     return NULL;
 }
 
 static void *main_sleep_order(void *arg)
 {
     weft_fiber *f[5];
-    static const int ms[5] = { 50, 10, 40, 20, 30 };
+    static const int k[5] = { 5, 1, 4, 2, 3 };
+    sleep_base = weft_now() + (uint64_t)(50 * MS * test_time_scale());
     for (int i = 0; i < 5; i++)
-        weft_spawn(&f[i], NULL, sleeper, (void *)(uintptr_t)ms[i]);
+        weft_spawn(&f[i], NULL, sleeper, (void *)(uintptr_t)k[i]);
     for (int i = 0; i < 5; i++)
         weft_join(f[i], NULL);
     return arg;

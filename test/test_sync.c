@@ -366,7 +366,9 @@ static weft_fiber *cl_victim;
 /* Plain threads, so that neither depends on which worker is free. */
 static void *cl_canceller(void *arg)
 {
-    struct timespec ts = { 0, 20000000 };   /* the unlocker waits for the queue lock by now */
+    /* the unlocker waits for the queue lock by now (slower under valgrind) */
+    long ns = (long)(20000000 * test_time_scale());
+    struct timespec ts = { ns / 1000000000, ns % 1000000000 };
     nanosleep(&ts, NULL);
     ASSERT_EQ(weft_cancel(cl_victim), 0);   /* claims, then waits in unlink */
     return NULL;
@@ -374,7 +376,8 @@ static void *cl_canceller(void *arg)
 
 static void *cl_hold_qlock(void *arg)
 {
-    struct timespec ts = { 0, 60000000 };
+    long ns = (long)(60000000 * test_time_scale());
+    struct timespec ts = { ns / 1000000000, ns % 1000000000 };
     nanosleep(&ts, NULL);
     weft__wunlock(arg);
     return NULL;
@@ -389,11 +392,11 @@ static void *main_claim_lost(void *arg)
     spawn_ok(&cl_victim, cl_waiter, (void *)1);
     while (atomic_load(&cl_queued) != 1)
         weft_yield();
-    weft_sleep(2000000);
+    weft_sleep((uint64_t)(2000000 * test_time_scale()));
     spawn_ok(&w2, cl_waiter, NULL);
     while (atomic_load(&cl_queued) != 2)
         weft_yield();
-    weft_sleep(2000000);
+    weft_sleep((uint64_t)(2000000 * test_time_scale()));
     atomic_fetch_or(state, 8);   /* starvation mode: unlock hands over */
     weft__wlock(qlock);
     pthread_t t, c;
@@ -403,7 +406,7 @@ static void *main_claim_lost(void *arg)
     pthread_join(t, NULL);
     pthread_join(c, NULL);
     join_ok(cl_victim);
-    weft_deadline(ms_from_now(2000));
+    weft_deadline(ms_from_now((unsigned)(2000 * test_time_scale())));
     ASSERT_EQ(weft_join(w2, NULL), 0);   /* a leaked hand-off would hang it */
     weft_deadline(-1);
     ASSERT_EQ(weft_mutex_trylock(&cl), 0);

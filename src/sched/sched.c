@@ -430,6 +430,25 @@ static void inbox_put(weft__worker *w, weft_fiber *f)
         wake_worker(w);
 }
 
+/* Put f in w's next slot, where w runs it as soon as its current fiber
+ * parks or yields. Another worker is woken only if that pushed an older
+ * fiber onto the ring, where it can be stolen: waking one for the next
+ * slot would cost a futex system call per wake-up (a sender readying its
+ * receiver, a spawner its child) for a worker that finds nothing, since
+ * next slots are left to their owners (steal_work). Tokio's LIFO slot
+ * makes the same choice. If the current fiber then runs on for long, a
+ * spinning worker takes the next slot after SPIN_NS (spin_for_work) and
+ * the watchdog after its threshold. */
+static void put_next(weft__worker *w, weft_fiber *f)
+{
+    weft_fiber *old = runq_put_next(&w->rq, f);
+    if (old) {
+        local_put(w, old);
+        if (!atomic_load_explicit(&w->in_poll, memory_order_relaxed))
+            wakep();   /* a worker in the poller wakes others when it returns */
+    }
+}
+
 void weft__ready(weft_fiber *f)
 {
     weft__worker *w = weft__cur_worker();
@@ -448,11 +467,7 @@ void weft__ready(weft_fiber *f)
         wakep();
         return;
     }
-    weft_fiber *old = runq_put_next(&w->rq, f);
-    if (old)
-        local_put(w, old);
-    if (!atomic_load_explicit(&w->in_poll, memory_order_relaxed))
-        wakep();
+    put_next(w, f);
 }
 
 /* A new fiber from spawn: like ready, but it has no previous worker. */
@@ -469,10 +484,7 @@ void weft__ready_new(weft_fiber *f, weft__worker *w)
         return;
     }
     f->worker = w;
-    weft_fiber *old = runq_put_next(&w->rq, f);
-    if (old)
-        local_put(w, old);
-    wakep();
+    put_next(w, f);
 }
 
 void weft__yield(weft_fiber *self)
