@@ -23,12 +23,12 @@
  * for the few microseconds of a walk (see diag.c). Walking frame pointers by
  * hand is what gdb-less tools do, but weft is built without them.
  *
- * The same approach carries over to any ABI whose switch saves a fixed frame:
- * fill the callee-saved registers, sp and pc of the platform's ucontext.
- * Only x86-64 SysV with our own assembly is done here; other switch
- * implementations (Boost's fcontext lays its frame out differently) get
- * -ENOTSUP from weft__unwind_ctx, while the other two entry points, which
- * need no frame knowledge, work wherever libunwind does.
+ * The same approach carries over to any ABI whose switch saves a fixed
+ * frame: fill the callee-saved registers, sp and pc of the platform's
+ * ucontext (on AArch64 too, libunwind's unw_context_t is a ucontext_t). The
+ * table below knows our x86-64 and AArch64 switches and Boost's fcontext on
+ * both; an unknown switch gets -ENOTSUP from weft__unwind_ctx, while the
+ * entry points that need no frame knowledge work wherever libunwind does.
  */
 #define _GNU_SOURCE
 #define UNW_LOCAL_ONLY
@@ -57,53 +57,98 @@ static int collect(unw_cursor_t *c, void **pcs, int max, int skip)
     return n;
 }
 
-#if defined(__x86_64__)
-/* The frame of switch_x86_64_sysv_elf_gas.S, as unwinding needs it. */
-struct frame {
-    uint32_t mxcsr;
-    uint16_t fpucw, pad;
-    uint64_t r15, r14, r13, r12, rbx, rbp;
-    uint64_t ret;
+/* Where each switch implementation leaves the registers of a suspended
+ * context, relative to its saved sp. `size` is how far sp moves when the
+ * switch returns (the caller's sp), `pc` the slot of the address it
+ * returns to; regs[] the callee-saved registers, by their index in the
+ * platform's mcontext. Offsets are checked against the assembly's own
+ * diagrams (and, for Boost, against the disassembly of Debian's 1.74
+ * jump_fcontext: on x86-64 r12-r15 come first, the reverse of ours). */
+struct slot { int reg; unsigned short off; };
+struct layout {
+    const char *impl;               /* weft__ctx_impl of the switch */
+    unsigned short size, pc;
+    struct slot regs[12];
+    int nregs;
 };
-_Static_assert(sizeof(struct frame) == 0x40, "frame layout");
 
-static int ctx_known(void)
-{
-    return strncmp(weft__ctx_impl, "weft x86_64 sysv", 16) == 0;
-}
-
-static void ctx_to_ucontext(const weft__ctx *ctx, ucontext_t *uc)
-{
-    const struct frame *fr = ctx->sp;
-    memset(uc, 0, sizeof *uc);
-    greg_t *g = uc->uc_mcontext.gregs;
-    g[REG_RBX] = (greg_t)fr->rbx;
-    g[REG_RBP] = (greg_t)fr->rbp;
-    g[REG_R12] = (greg_t)fr->r12;
-    g[REG_R13] = (greg_t)fr->r13;
-    g[REG_R14] = (greg_t)fr->r14;
-    g[REG_R15] = (greg_t)fr->r15;
-    g[REG_RSP] = (greg_t)(uintptr_t)(fr + 1);
-    g[REG_RIP] = (greg_t)fr->ret;
-}
+#if defined(__x86_64__)
+static const struct layout layouts[] = {
+    { "weft x86_64 sysv", 0x40, 0x38,
+      { { REG_R15, 0x08 }, { REG_R14, 0x10 }, { REG_R13, 0x18 }, { REG_R12, 0x20 },
+        { REG_RBX, 0x28 }, { REG_RBP, 0x30 } }, 6 },
+    { "boost fcontext", 0x40, 0x38,
+      { { REG_R12, 0x08 }, { REG_R13, 0x10 }, { REG_R14, 0x18 }, { REG_R15, 0x20 },
+        { REG_RBX, 0x28 }, { REG_RBP, 0x30 } }, 6 },
+};
+#define UC_REG(uc, r) ((uc)->uc_mcontext.gregs[r])
+#define UC_SP(uc) ((uc)->uc_mcontext.gregs[REG_RSP])
+#define UC_PC(uc) ((uc)->uc_mcontext.gregs[REG_RIP])
+#elif defined(__aarch64__)
+/* switch_arm64_aapcs_elf_gas.S: x19-x28 at 0x50.., fp/lr at 0xa0; it
+ * returns through lr. Boost: x19-x28 at 0x40.., fp/lr at 0x90, and the pc
+ * it returns to in its own slot at 0xa0. */
+static const struct layout layouts[] = {
+    { "weft arm64 aapcs", 0xb0, 0xa8,
+      { { 19, 0x50 }, { 20, 0x58 }, { 21, 0x60 }, { 22, 0x68 }, { 23, 0x70 }, { 24, 0x78 },
+        { 25, 0x80 }, { 26, 0x88 }, { 27, 0x90 }, { 28, 0x98 }, { 29, 0xa0 }, { 30, 0xa8 } }, 12 },
+    { "boost fcontext", 0xb0, 0xa0,
+      { { 19, 0x40 }, { 20, 0x48 }, { 21, 0x50 }, { 22, 0x58 }, { 23, 0x60 }, { 24, 0x68 },
+        { 25, 0x70 }, { 26, 0x78 }, { 27, 0x80 }, { 28, 0x88 }, { 29, 0x90 }, { 30, 0x98 } }, 12 },
+};
+#define UC_REG(uc, r) ((uc)->uc_mcontext.regs[r])
+#define UC_SP(uc) ((uc)->uc_mcontext.sp)
+#define UC_PC(uc) ((uc)->uc_mcontext.pc)
 #else
-static int ctx_known(void) { return 0; }
-static void ctx_to_ucontext(const weft__ctx *ctx, ucontext_t *uc) { (void)ctx; (void)uc; }
+#define NO_LAYOUTS 1
+#endif
+
+#ifndef NO_LAYOUTS
+static const struct layout *layout(void)
+{
+    static const struct layout *known;
+    static int looked;
+    if (!looked) {
+        for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++)
+            if (!strcmp(weft__ctx_impl, layouts[i].impl))
+                known = &layouts[i];
+        looked = 1;
+    }
+    return known;
+}
+
+static void ctx_to_ucontext(const struct layout *l, const weft__ctx *ctx, ucontext_t *uc)
+{
+    const char *sp = ctx->sp;
+    memset(uc, 0, sizeof *uc);
+    for (int i = 0; i < l->nregs; i++)
+        UC_REG(uc, l->regs[i].reg) = *(const uint64_t *)(sp + l->regs[i].off);
+    UC_SP(uc) = (uint64_t)(uintptr_t)(sp + l->size);
+    UC_PC(uc) = *(const uint64_t *)(sp + l->pc);
+}
 #endif
 
 int weft__unwind_ctx(const weft__ctx *ctx, void **pcs, int max)
 {
-    if (!ctx_known())
+#ifdef NO_LAYOUTS
+    (void)ctx; (void)pcs; (void)max;
+    return -ENOTSUP;
+#else
+    const struct layout *l = layout();
+    if (!l)
         return -ENOTSUP;
-    if (!ctx->sp || max <= 0)
+    /* No saved frame yet: a fresh context (fcontext tags it in the low bit)
+     * has not run, so it has no frames to show. */
+    if (!ctx->sp || ((uintptr_t)ctx->sp & 1) || max <= 0)
         return 0;
     ucontext_t uc;
     unw_cursor_t c;
-    ctx_to_ucontext(ctx, &uc);
+    ctx_to_ucontext(l, ctx, &uc);
     /* Not a signal frame: the pc is a return address. */
     if (unw_init_local(&c, (unw_context_t *)&uc) < 0)
         return -EINVAL;
     return collect(&c, pcs, max, 0);
+#endif
 }
 
 int weft__unwind_signal(void *uctx, void **pcs, int max)

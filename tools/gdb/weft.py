@@ -12,7 +12,9 @@
 #     sp+0x00 mxcsr, x87 cw   sp+0x08 r15   sp+0x10 r14   sp+0x18 r13
 #     sp+0x20 r12             sp+0x28 rbx   sp+0x30 rbp   sp+0x38 return address
 #
-# Writing those into the registers of some thread would work on a live
+# (src/arch/unwind_posix.c and LAYOUTS below hold the same facts for our
+# AArch64 switch and for Boost's fcontext on both.) Writing those into the
+# registers of some thread would work on a live
 # process only (a core file's registers are read-only) and would change the
 # inferior. Instead, a gdb.unwinder.Unwinder (gdb >= 11: PendingFrame.level)
 # is switched on for the duration of one command: it claims the innermost
@@ -29,8 +31,8 @@
 #
 # The fibers are found as the runtime finds them: by walking the carved
 # stacks of every pool of the stack allocator, whose top holds the record.
-# Only the x86-64 System V frame is known here; other architectures get a
-# message (the AArch64 frame would be read the same way: x19-x29, lr, sp).
+# The frame layouts known are those of our x86-64 and AArch64 switches and
+# of Boost's fcontext on both (LAYOUTS); another gets a message.
 
 import struct
 
@@ -38,9 +40,43 @@ import gdb
 import gdb.unwinder
 
 STATES = {1: "runnable", 2: "running", 3: "parked", 4: "dead", 5: "freed"}
-FRAME_SIZE = 0x40
-SAVED = [("r15", 0x08), ("r14", 0x10), ("r13", 0x18), ("r12", 0x20),
-         ("rbx", 0x28), ("rbp", 0x30)]
+
+# Where each switch leaves a suspended context's registers, from its saved
+# sp (the same table as src/arch/unwind_posix.c): frame size (sp after the
+# switch returns), the pc's register and slot, the sp register, and the
+# callee-saved registers' slots. Chosen by the inferior's weft__ctx_impl and
+# architecture.
+_X86_WEFT = (0x40, "rip", 0x38, "rsp",
+             [("r15", 0x08), ("r14", 0x10), ("r13", 0x18), ("r12", 0x20),
+              ("rbx", 0x28), ("rbp", 0x30)])
+_X86_BOOST = (0x40, "rip", 0x38, "rsp",
+              [("r12", 0x08), ("r13", 0x10), ("r14", 0x18), ("r15", 0x20),
+               ("rbx", 0x28), ("rbp", 0x30)])
+_A64_WEFT = (0xb0, "pc", 0xa8, "sp",
+             [("x%d" % r, 0x50 + 8 * (r - 19)) for r in range(19, 31)])
+_A64_BOOST = (0xb0, "pc", 0xa0, "sp",
+              [("x%d" % r, 0x40 + 8 * (r - 19)) for r in range(19, 31)])
+LAYOUTS = {
+    ("x86-64", "weft x86_64 sysv"): _X86_WEFT,
+    ("x86-64", "boost fcontext"): _X86_BOOST,
+    ("aarch64", "weft arm64 aapcs"): _A64_WEFT,
+    ("aarch64", "boost fcontext"): _A64_BOOST,
+}
+
+
+def _layout():
+    try:
+        arch = gdb.selected_inferior().architecture().name()
+    except gdb.error:
+        arch = ""
+    arch = "x86-64" if "x86-64" in arch else "aarch64" if "aarch64" in arch else arch
+    try:
+        # through a pointer: gdb takes the bare array's name for a symbol
+        # address and .string() of it comes back empty
+        impl = gdb.parse_and_eval("(const char *)&weft__ctx_impl").string()
+    except (gdb.error, gdb.MemoryError):
+        impl = ""
+    return LAYOUTS.get((arch, impl)), "%s/%s" % (arch, impl or "?")
 
 
 class _FrameId(object):
@@ -57,6 +93,7 @@ class FiberUnwinder(gdb.unwinder.Unwinder):
         super(FiberUnwinder, self).__init__("weft-fiber")
         self.sp = None
         self.level = None
+        self.layout = None
 
     def __call__(self, pending):
         # gdb asks Python unwinders about normal frames only, innermost
@@ -68,16 +105,16 @@ class FiberUnwinder(gdb.unwinder.Unwinder):
             self.level = pending.level()
         elif pending.level() != self.level:
             return None
+        size, pc_reg, pc_off, sp_reg, regs = self.layout
         sp = self.sp
-        mem = bytes(gdb.selected_inferior().read_memory(sp, FRAME_SIZE))
+        mem = bytes(gdb.selected_inferior().read_memory(sp, size))
         word = lambda off: struct.unpack_from("<Q", mem, off)[0]
-        rip = pending.read_register("rip")
-        rsp = pending.read_register("rsp")
-        info = pending.create_unwind_info(
-            _FrameId(gdb.Value(sp).cast(rsp.type), rip))
-        info.add_saved_register("rip", gdb.Value(word(0x38)).cast(rip.type))
-        info.add_saved_register("rsp", gdb.Value(sp + FRAME_SIZE).cast(rsp.type))
-        for reg, off in SAVED:
+        pc = pending.read_register(pc_reg)
+        spv = pending.read_register(sp_reg)
+        info = pending.create_unwind_info(_FrameId(gdb.Value(sp).cast(spv.type), pc))
+        info.add_saved_register(pc_reg, gdb.Value(word(pc_off)).cast(pc.type))
+        info.add_saved_register(sp_reg, gdb.Value(sp + size).cast(spv.type))
+        for reg, off in regs:
             val = pending.read_register(reg)
             info.add_saved_register(reg, gdb.Value(word(off)).cast(val.type))
         return info
@@ -95,11 +132,7 @@ def _register():
 
 
 def _arch_ok():
-    try:
-        name = gdb.selected_frame().architecture().name()
-    except gdb.error:
-        name = gdb.selected_inferior().architecture().name()
-    return "x86-64" in name
+    return _layout()[0] is not None
 
 
 def _fibers():
@@ -208,8 +241,15 @@ def _find(fid):
 
 def _fiber_frames(f, limit):
     """[(pc, function name or None, sal)] of a suspended fiber."""
+    layout, what = _layout()
+    if layout is None:
+        raise gdb.GdbError("fiber bt: the switch frame of %s is not known" % what)
+    sp = int(f["ctx"]["sp"])
+    if sp & 1:   # fcontext's tag for a context that has not run yet
+        return []
     _register()
-    _unwinder.sp = int(f["ctx"]["sp"])
+    _unwinder.layout = layout
+    _unwinder.sp = sp
     _unwinder.level = None
     frames = []
     try:
@@ -314,8 +354,6 @@ The inferior is not changed: registers are read from the fiber's switch frame.""
         if st not in (1, 3):
             print("  it has no suspended context")
             return
-        if not _arch_ok():
-            raise gdb.GdbError("fiber bt: only the x86-64 switch frame is known")
         for i, (pc, name, sal) in enumerate(_fiber_frames(f, limit)):
             print("#%-2d %s" % (i, _frame_text(pc, name, sal)))
 
