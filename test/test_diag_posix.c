@@ -89,8 +89,13 @@ NOINLINE static void crash_abort(void)
 
 NOINLINE static void crash_divide(void)
 {
+#if defined(__x86_64__) || defined(__i386__)
     volatile int zero = 0;
     sink = 7 / zero;
+#else
+    raise(SIGFPE);   /* AArch64's integer division by zero gives 0, no trap */
+    sink++;
+#endif
 }
 
 static void *crasher(void *arg)
@@ -211,6 +216,8 @@ static void *busy(void *arg)
     return NULL;
 }
 
+static void *nudge(void *arg) { return arg; }
+
 static void *little(void *arg)
 {
     (void)arg;
@@ -232,9 +239,15 @@ static void *hog(void *arg)
     (void)arg;
     weft_attr d = { .flags = WEFT_DETACHED };
     ASSERT_EQ(weft_spawn(NULL, &d, busy, NULL), 0);
-    /* B steals `busy` from our next slot: we do not yield meanwhile */
-    while (atomic_load(&busy_worker) < 0)
-        sink++;
+    /* B must steal `busy` while we never yield. Each spawn pushes the one
+     * before it from our next slot to the ring, where thieves take it, and
+     * wakes an idle worker: repeat until B has it. */
+    while (atomic_load(&busy_worker) < 0) {
+        ASSERT_EQ(weft_spawn(NULL, &d, nudge, NULL), 0);
+        uint64_t until = weft_now() + 20 * 1000000;
+        while (atomic_load(&busy_worker) < 0 && weft_now() < until)
+            sink++;
+    }
     ASSERT_NE(atomic_load(&busy_worker), weft_worker_id());
     for (int i = 0; i < 20; i++)
         ASSERT_EQ(weft_spawn(NULL, &d, little, NULL), 0);
