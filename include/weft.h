@@ -238,7 +238,8 @@ WEFT_API const char *weft_io_backend(void);
  * resuming it, and held still for the walk: a worker that picks it up
  * meanwhile waits the few microseconds it takes. Returns the count;
  * -EBUSY if f is running on a worker now, -ESRCH if it has returned,
- * -ENOTSUP where no unwinder is built in, -EINVAL on bad arguments. */
+ * -ENOTSUP where no unwinder is built in or the switch's frame layout is
+ * unknown (docs/debugging.md), -EINVAL on bad arguments. */
 WEFT_API int weft_backtrace(weft_fiber *f, void **pcs, int max);
 /* Write pcs as "  #i 0xpc function+0xoff (object)" lines to fd. */
 WEFT_API int weft_backtrace_print(int fd, void *const *pcs, int n);
