@@ -199,14 +199,14 @@ check-asan:
 # TSan maps a trace of its own per fiber (256 KiB each): a million of them do not
 # fit ("ThreadSanitizer failed to allocate ... TracePart"), so the heavy test skips.
 check-tsan:
-	$(MAKE) CC=clang SAN=tsan BUILD=build/tsan TEST_RUN="env WEFT_TEST_HEAVY=0" check
+	$(MAKE) CC=clang SAN=tsan BUILD=build/tsan TEST_RUN="env WEFT_TEST_HEAVY=0 WEFT_STRESS_SECONDS=3" check
 check-ubsan:
 	$(MAKE) CC=clang SAN=ubsan BUILD=build/ubsan check
 
 # valgrind: no sanitizer, -O1 keeps it fast enough; the runner scales timeouts.
 check-valgrind: deps-quiet
 	$(MAKE) BUILD=build/valgrind OPT=-O1 tests
-	WEFT_TEST_TIME_SCALE=20 WEFT_TEST_HEAVY=0 valgrind -q --error-exitcode=99 --leak-check=full \
+	WEFT_TEST_TIME_SCALE=20 WEFT_TEST_HEAVY=0 WEFT_STRESS_SECONDS=1 WEFT_STRESS_FIBERS=5000 valgrind -q --error-exitcode=99 --leak-check=full \
 	    --errors-for-leak-kinds=definite --suppressions=test/valgrind.supp \
 	    build/valgrind/test/weft-test $(TEST_ARGS)
 
@@ -217,7 +217,7 @@ check-valgrind: deps-quiet
 # there hangs the child. Heavy tests (a million fibers) are skipped: emulated,
 # they take minutes.
 check-aarch64: deps-quiet
-	$(MAKE) CROSS=aarch64-linux-gnu- BUILD=build/aarch64 TEST_RUN="env WEFT_TEST_TIME_SCALE=10 WEFT_TEST_HEAVY=0 qemu-aarch64 -L /" check
+	$(MAKE) CROSS=aarch64-linux-gnu- BUILD=build/aarch64 TEST_RUN="env WEFT_TEST_TIME_SCALE=10 WEFT_TEST_HEAVY=0 WEFT_STRESS_SECONDS=2 WEFT_STRESS_FIBERS=20000 qemu-aarch64 -L /" check
 
 check-windows: deps-quiet
 	@if [ -f src/sched/platform_win32.c ]; then \

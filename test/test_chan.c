@@ -564,7 +564,9 @@ TEST(select_many_cancel_conserves_4workers) { test_run_cfg(&four, main_select_ma
  *   tokens produced == tokens consumed + tokens left,
  *   the semaphore holds its initial units again.
  */
-#define SFIBERS 100000
+/* 100,000 by default; WEFT_STRESS_FIBERS lowers it where every instruction
+ * is emulated or instrumented (valgrind, qemu), see the Makefile. */
+static int SFIBERS = 100000;
 #define SCHANS 64
 #define SEM_UNITS 50
 
@@ -710,14 +712,17 @@ static void *main_stress(void *arg)
     double secs = e ? atof(e) : 10.0;
     if (secs <= 0)
         secs = 10.0;
+    const char *nf = getenv("WEFT_STRESS_FIBERS");
+    if (nf && atoi(nf) > 0)
+        SFIBERS = atoi(nf);
     for (int i = 0; i < SCHANS; i++)
         ASSERT((sch[i] = weft_chan_make(sizeof(int64_t), i % 2 ? 0 : (size_t)i)) != NULL);
     sf = calloc(SFIBERS, sizeof *sf);
     ASSERT(sf != NULL);
     weft_attr attr = { .stack_size = 32 << 10 };
     /* every fiber exists before any can be a cancel victim */
-    for (uintptr_t i = 0; i < SFIBERS; i++)
-        ASSERT_EQ(weft_spawn(&sf[i], &attr, stress_fiber, (void *)i), 0);
+    for (int i = 0; i < SFIBERS; i++)
+        ASSERT_EQ(weft_spawn(&sf[i], &attr, stress_fiber, (void *)(uintptr_t)i), 0);
     atomic_store(&s_go, 1);
     uint64_t end = weft_now() + (uint64_t)(secs * 1e9);
     while (weft_now() < end)

@@ -232,7 +232,7 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
     atomic_store_explicit(&f->magic, WEFT_FIBER_MAGIC, memory_order_relaxed);
     atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_release);   /* visible to walkers */
     if (w)
-        atomic_fetch_add_explicit(&w->st.spawned, 1, memory_order_relaxed);
+        weft__stat_add(w->st.spawned, 1);
     if (out)
         *out = f;
     weft__ready_new(f, w);
@@ -264,7 +264,7 @@ static void cancel_one(weft_fiber *f, void *arg)
 /* On the worker's stack, after f switched away for the last time. */
 void weft__fiber_finish(weft__worker *w, weft_fiber *f)
 {
-    atomic_fetch_add_explicit(&w->st.exited, 1, memory_order_relaxed);
+    weft__stat_add(w->st.exited, 1);
     if (f->flags & WEFT__MAIN) {
         weft__rt.main_ret = f->ret;
         atomic_store(&weft__rt.cancel_all, 1);

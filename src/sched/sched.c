@@ -187,7 +187,7 @@ static void run_fiber(weft__worker *w, weft_fiber *f)
     f->worker = w;
     atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
     __atomic_store_n(&w->cur, f, __ATOMIC_RELEASE);   /* the watchdog reads f through it: a plain mov on x86 */
-    atomic_fetch_add_explicit(&w->st.switches, 1, memory_order_relaxed);
+    weft__stat_add(w->st.switches, 1);
     errno = f->saved_errno;
     if (WEFT_UNLIKELY(weft__trace_on))
         weft__trace_resume(w, f);
@@ -378,6 +378,8 @@ static bool idle_remove_locked(weft__worker *w)
 /* Wake one idle worker to look for work, unless someone already looks. */
 static void wakep(void)
 {
+    if (weft__rt.n == 1)
+        return;   /* nobody to wake, and no fence to pay for it */
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&weft__rt.nidle, memory_order_relaxed) == 0)
         return;
@@ -431,22 +433,24 @@ static void inbox_put(weft__worker *w, weft_fiber *f)
 }
 
 /* Put f in w's next slot, where w runs it as soon as its current fiber
- * parks or yields. Another worker is woken only if that pushed an older
- * fiber onto the ring, where it can be stolen: waking one for the next
- * slot would cost a futex system call per wake-up (a sender readying its
- * receiver, a spawner its child) for a worker that finds nothing, since
- * next slots are left to their owners (steal_work). Tokio's LIFO slot
- * makes the same choice. If the current fiber then runs on for long, a
- * spinning worker takes the next slot after SPIN_NS (spin_for_work) and
- * the watchdog after its threshold. */
+ * parks or yields, and make sure some worker is looking (wakep). Usually
+ * the fiber now running parks a moment later (a sender readying its
+ * receiver, a spawner its child) and the woken worker finds nothing; but
+ * if it runs on, the woken worker takes the fiber from the next slot once
+ * it has sat there a whole spin window (spin_for_work). The wasted wakes
+ * are cheap: while the woken worker spins, further wakep calls see it and
+ * make no system call (about one futex call per 50-100 wake-ups in
+ * bench_sched's ping-pong on two workers). Waking nobody for a next-slot
+ * fiber, as Tokio does for its LIFO slot, saved those calls but left a
+ * fiber spawned by a busy fiber waiting until the watchdog moved it
+ * (test diag_watchdog_off_starves: forever, with the watchdog off). */
 static void put_next(weft__worker *w, weft_fiber *f)
 {
     weft_fiber *old = runq_put_next(&w->rq, f);
-    if (old) {
+    if (old)
         local_put(w, old);
-        if (!atomic_load_explicit(&w->in_poll, memory_order_relaxed))
-            wakep();   /* a worker in the poller wakes others when it returns */
-    }
+    if (!atomic_load_explicit(&w->in_poll, memory_order_relaxed))
+        wakep();   /* a worker in the poller wakes others when it returns */
 }
 
 void weft__ready(weft_fiber *f)
@@ -621,10 +625,11 @@ static int fire_timers(weft__worker *v, uint64_t now, bool try)
         }
     }
     weft__lock_release(&v->tlock);
-    /* Counted before the fibers can run, so that what they see in
-     * weft_stats includes their own timer. */
-    if (n)
-        atomic_fetch_add_explicit(&v->st.timers_fired, (uint64_t)n, memory_order_relaxed);
+    /* Counted by who fired them, and before the fibers can run, so that
+     * what they see in weft_stats includes their own timer. */
+    weft__worker *me = weft__cur_worker();
+    if (n && me)
+        weft__stat_add(me->st.timers_fired, (uint64_t)n);
     while (woke) {
         weft_fiber *f = woke;
         woke = f->next;
@@ -718,7 +723,7 @@ int weft__wait_park(weft_fiber *self, int64_t timeout)
         armed = true;
     }
     self->wsince = weft__now_coarse();   /* for weft_dump: ms resolution is plenty */
-    atomic_fetch_add_explicit(&self->worker->st.parks, 1, memory_order_relaxed);
+    weft__stat_add(self->worker->st.parks, 1);
     weft__switch_out(self, WEFT_POST_PARK);
     if (armed)
         weft__timer_disarm(self);
@@ -772,8 +777,8 @@ static weft_fiber *steal_work(weft__worker *w, weft__worker *take_next)
             uint32_t got = runq_grab(&v->rq, batch, v == take_next);
             if (got == 0)
                 continue;
-            atomic_fetch_add_explicit(&w->st.steals, 1, memory_order_relaxed);
-            atomic_fetch_add_explicit(&w->st.stolen, got, memory_order_relaxed);
+            weft__stat_add(w->st.steals, 1);
+            weft__stat_add(w->st.stolen, got);
             if (WEFT_UNLIKELY(weft__trace_on))
                 weft__trace_steal(w, v, got);
             weft_fiber *f = batch[got - 1];
@@ -869,7 +874,7 @@ static void worker_sleep(weft__worker *w, int64_t timeout)
         atomic_store(&w->in_poll, 1);
         int got = 0;
         if (!atomic_load(&w->permit)) {
-            atomic_fetch_add_explicit(&w->st.polls, 1, memory_order_relaxed);
+            weft__stat_add(w->st.polls, 1);
             got = p->poll(w, timeout);
         }
         atomic_store(&w->in_poll, 0);

@@ -15,9 +15,15 @@
 /* What a fiber asked its worker to do once it has switched away. */
 enum { WEFT_POST_PARK = 1, WEFT_POST_YIELD, WEFT_POST_EXIT };
 
+/* Per-worker counters. Each is written only by its own worker's thread,
+ * so a relaxed load and store suffice (weft__stat_add): no lock-prefixed
+ * read-modify-write on the hot path. Readers (weft_stats) load relaxed. */
 typedef struct weft__wstats {
     _Atomic uint64_t switches, steals, stolen, parks, polls, spawned, exited, timers_fired;
 } weft__wstats;
+#define weft__stat_add(ctr, n) \
+    atomic_store_explicit(&(ctr), atomic_load_explicit(&(ctr), memory_order_relaxed) + (n), \
+                          memory_order_relaxed)
 
 struct weft__worker {
     struct weft__runq rq;           /* first: the hottest lines */
