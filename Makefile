@@ -126,7 +126,7 @@ BENCHES  := $(patsubst bench/%.c,$(BUILD)/bench/%$(EXE),$(filter-out bench/peer_
 
 ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(CFLAGS)
 
-.PHONY: all lib check check-fcontext check-aarch64 check-windows check-asan check-tsan \
+.PHONY: all lib soak check check-fcontext check-aarch64 check-windows check-asan check-tsan \
         check-ubsan check-valgrind check-all bench demo deps install clean tests
 .SUFFIXES:
 
@@ -232,6 +232,11 @@ check-all:
 
 bench: all
 	bash bench/run.sh $(BUILD)
+
+# Stress, not the unit suite: 10,000 connections for SOAK_SECONDS (default 60),
+# zero errors, RSS printed every second (bench/io_soak.c).
+soak: $(BUILD)/bench/io_soak$(EXE)
+	$(BUILD)/bench/io_soak
 
 # The network demo (tools/demo.sh) when the I/O examples exist; the fiber demo before.
 demo: deps-quiet all

@@ -200,7 +200,11 @@ WEFT_API int weft_tryselect(weft_case *cases, size_t n);
 /* -------------------------------------------------------------------- I/O */
 /* From a fiber they park the fiber, not the worker; from a plain thread they
  * behave like the blocking call. Each honours cancellation and the deadline.
- * Writes never raise SIGPIPE: a broken pipe is -EPIPE. */
+ * Writes never raise SIGPIPE: a broken pipe is -EPIPE (SIGPIPE is blocked on
+ * the runtime's threads while weft_run runs).
+ * The first use from a fiber sets O_NONBLOCK on a pollable fd (socket, pipe,
+ * tty...). weft keeps per-fd state: close fds used with these calls with
+ * weft_close. Regular files go through io_uring, or the blocking pool. */
 
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t n);
 WEFT_API ssize_t weft_write(int fd, const void *buf, size_t n);
@@ -219,7 +223,11 @@ WEFT_API int  weft_wait_fd(int fd, int events /* POLLIN|POLLOUT */);   /* return
 /* Fibers parked on fd wake with -EBADF; then the fd is closed. */
 WEFT_API int  weft_close(int fd);
 
-/* Run fn(arg) on a bounded pool of threads, parking the calling fiber. */
+/* Run fn(arg) on a bounded pool of threads, parking the calling fiber
+ * (env WEFT_POOL_MAX threads, default 64; idle ones exit after
+ * WEFT_POOL_IDLE_MS, default 10000). Cancelled or past the deadline while
+ * fn runs, the call returns at once and fn's result is dropped; fn keeps
+ * running, so arg must outlive it. From a plain thread fn runs in place. */
 WEFT_API int  weft_blocking(void *(*fn)(void *), void *arg, void **ret);
 /* getaddrinfo on the pool. Returns 0 or a negative EAI_* code (EAI_* values
  * are negative in glibc already; EAI_SYSTEM is mapped to -errno). */

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* Under ASan or TSan the fault goes on to the sanitizer's own handler (ours
@@ -372,4 +373,64 @@ TEST(diag_trace_json)
     if (st == 0)
         unlink(path);
     ASSERT_EQ(st, 0);
+}
+
+/* ------------------------------------------------- I/O waits in the dump */
+
+static int io_fds[2];
+
+NOINLINE static void *reader_fiber(void *arg)
+{
+    (void)arg;
+    char c;
+    sink += (int)weft_read(io_fds[0], &c, 1);   /* nothing comes until we write */
+    return NULL;
+}
+
+static void *slow_job(void *arg)
+{
+    weft_sleep(10 * 1000000);   /* a plain thread here: nanosleep */
+    return arg;
+}
+
+static void *main_dump_io(void *arg)
+{
+    (void)arg;
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, io_fds), 0);
+    weft_fiber *r;
+    weft_attr a = { .name = "reader" };
+    ASSERT_EQ(weft_spawn(&r, &a, reader_fiber, NULL), 0);
+    void *pcs[8];
+    backtrace_parked(r, pcs, 8);
+    char path[] = "/tmp/weft-dump-XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT(fd >= 0);
+    unlink(path);
+    ASSERT_EQ(weft_dump(fd), 0);
+    static char out[1 << 16];
+    lseek(fd, 0, SEEK_SET);
+    ssize_t n = read(fd, out, sizeof out - 1);
+    out[n > 0 ? n : 0] = 0;
+    close(fd);
+    printf("%s", out);
+    char want[96];
+    snprintf(want, sizeof want, "\"reader\": parked on fd %d read", io_fds[0]);
+    ASSERT_CONTAINS(out, want);
+    ASSERT_EQ(weft_write(io_fds[1], "x", 1), 1);
+    ASSERT_EQ(weft_join(r, NULL), 0);
+
+    /* the blocking pool's threads show in the counters */
+    void *ret = NULL;
+    ASSERT_EQ(weft_blocking(slow_job, (void *)7, &ret), 0);
+    weft_stats_t st;
+    ASSERT_EQ(weft_stats(&st), 0);
+    ASSERT_GE(st.pool_threads, 1);
+    close(io_fds[0]);
+    close(io_fds[1]);
+    return NULL;
+}
+
+TEST(diag_dump_io_wait_and_pool)
+{
+    test_run(main_dump_io, NULL);
 }

@@ -1,18 +1,207 @@
 /*
- * Internal interface between the runtime and the I/O layer (src/io).
- * The I/O layer depends on the scheduler (sched.h), never the reverse:
- * it hands the scheduler a poller (struct weft__poller) when the runtime
- * starts, and takes it back when the runtime stops.
+ * The I/O layer's internal contract (src/io), in the manner of Go's
+ * netpoll.go: what every poller backend implements, function by function,
+ * and the records they share.
+ *
+ * The layer depends on the scheduler (sched.h), never the reverse: it hands
+ * the scheduler a poller (struct weft__poller) when the runtime starts and
+ * takes it back when the runtime stops. Idle workers wait in that poller
+ * until their nearest timer; the scheduler knows nothing of fds.
+ *
+ * ONE MODEL FOR READINESS AND COMPLETION
+ *   Every blocking call becomes an operation (struct weft__io_op) built on
+ *   the calling fiber's stack, handed to the backend whole:
+ *
+ *       submit the operation, park the fiber, be resumed with its result.
+ *
+ *   That is the completion model of io_uring and IOCP, and it is what each
+ *   backend's io() does. A readiness backend (epoll) implements it by
+ *   trying the non-blocking syscall, parking on EAGAIN until the fd becomes
+ *   ready, and retrying: the fiber sees the same thing, a result.
+ *
+ *   Readiness is the weaker model, so the contract never asks a backend
+ *   for it: "wait until readable" is itself an operation (WEFT_IO_POLL,
+ *   IORING_OP_POLL_ADD, a zero-byte overlapped read on IOCP).
+ *
+ * THE BACKEND (struct weft__io_backend), function by function
+ *
+ *   init()      Create the kernel object (epoll set, ring, port) and the
+ *               wake-up channel. 0, or -errno: weft__io_start then tries the
+ *               next backend (io_uring is forbidden by seccomp, by
+ *               kernel.io_uring_disabled, or absent: EPERM, ENOSYS).
+ *   fini()      Release them. Called after every fiber has finished and
+ *               every worker has stopped: no operation is in flight.
+ *   poll(w, timeout_ns)
+ *               The scheduler's idle hook: wait at most timeout_ns (-1: no
+ *               limit, 0: just look) for completions or readiness, ready
+ *               each fiber whose operation finished with weft__ready(), and
+ *               return how many. At most one worker is in poll() at a time
+ *               (the scheduler guarantees it), so the reaping side of a
+ *               backend needs no lock against itself.
+ *   wake()      Make a blocked poll() return soon. Called from any thread,
+ *               often: cheap when nobody sleeps.
+ *   io(op)      Run op to its end for the calling fiber: returns the result
+ *               (>= 0) or -errno. Honours cancel and the fiber's deadline
+ *               through the wait protocol of sched.h (weft__wait_prepare /
+ *               weft__wait_park); -ECANCELED / -ETIMEDOUT are returned only
+ *               when nothing was transferred. When io() returns, the kernel
+ *               holds no reference to op or to the caller's buffer: an
+ *               operation that was cancelled is waited for until its own
+ *               completion arrives (weft__wait_park_nointr). op->fd's record
+ *               (op->rec) is known and classified before io() is called.
+ *   close(rec, fd)
+ *               Called with rec->lock held, before close(2): end every
+ *               operation on fd (they return -EBADF) and forget any
+ *               registration. It may return before the ended operations
+ *               have completed; their fibers wait for that themselves.
+ *   files       Whether io() takes regular files (io_uring does; epoll
+ *               cannot poll them, so io.c sends them to the blocking pool).
+ *
+ * THE FD RECORD (struct weft__fd)
+ *   One per fd number, created on first use and never freed while the
+ *   runtime runs (a completion or a late readiness event can therefore
+ *   never touch freed memory; records are reset by weft_close). It caches
+ *   what the fd is (pollable or a file, socket or not), whether the epoll
+ *   backend registered it, and the list of operations parked or in flight
+ *   on it, under a lock. The list is how weft_close finds them.
+ *
+ *   Because weft keeps this per-number state, fds used with weft's calls
+ *   must be closed with weft_close (as Go's runtime needs os.File.Close):
+ *   close(2) behind weft's back leaves a stale record for the next fd that
+ *   gets the same number. weft_accept resets the record of the fd it
+ *   returns.
+ *
+ * WHO WAKES A PARKED FIBER
+ *   The backend's reaping side (poll), weft_close, weft_cancel, or the
+ *   fiber's deadline timer: exactly one wins the claim of sched.h. The
+ *   backend claims under rec->lock, and a parked operation's wunlink takes
+ *   the same lock, so a claimer never reads a wait record (it lives on the
+ *   parked fiber's stack) after that fiber could have returned.
  */
 #ifndef WEFT_IO_H
 #define WEFT_IO_H
 
 #include "../sched/sched.h"
 
+#include <stdbool.h>
+
+#ifndef _WIN32
+#include <sys/socket.h>
+#include <sys/uio.h>
+#endif
+
+/* ------------------------------------------------------ runtime entry */
+
 /* Choose and start a backend for this runtime (cfg->io, env WEFT_IO).
  * *out receives the poller the scheduler's idle workers wait in, or NULL. */
 int  weft__io_start(const weft_config *cfg, const struct weft__poller **out);
 /* After every fiber has finished and every worker has stopped. */
 void weft__io_stop(void);
+
+/* ---------------------------------------------------------- operations */
+
+enum weft__io_kind {
+    WEFT_IO_READ = 1, WEFT_IO_WRITE, WEFT_IO_READV, WEFT_IO_WRITEV,
+    WEFT_IO_RECV, WEFT_IO_SEND, WEFT_IO_RECVFROM, WEFT_IO_SENDTO,
+    WEFT_IO_ACCEPT, WEFT_IO_POLL
+};
+
+/* What an fd is, learnt on first use (fstat) and cached in its record. */
+enum weft__fd_class {
+    WEFT_FD_UNKNOWN = 0,
+    WEFT_FD_POLL,      /* socket, pipe, fifo, eventfd, tty...: parks on the poller */
+    WEFT_FD_FILE       /* regular file or block device: io_uring or the pool */
+};
+
+struct weft__fd;
+
+typedef struct weft__io_op {
+    /* the operation */
+    int kind;                       /* enum weft__io_kind */
+    int fd;
+    void *buf;                      /* READ, WRITE, RECV, SEND, RECVFROM, SENDTO */
+    size_t len;
+    const struct iovec *iov;        /* READV, WRITEV */
+    int iovcnt;
+    int flags;                      /* send/recv flags (MSG_NOSIGNAL is added) */
+    int events;                     /* POLL: POLLIN|POLLOUT... */
+    struct sockaddr *addr;          /* RECVFROM from, SENDTO to, ACCEPT peer */
+    socklen_t *addrlen;             /* RECVFROM, ACCEPT (in/out) */
+    socklen_t tolen;                /* SENDTO */
+#ifndef _WIN32
+    struct msghdr msg;              /* io_uring's RECVMSG/SENDMSG need them to live on */
+    struct iovec one;
+#endif
+
+    /* its wait, owned by the backend */
+    struct weft__fd *rec;
+    weft_fiber *fiber;
+    struct weft__io_op *prev, *next;   /* rec->ops */
+    bool linked;                    /* on rec->ops */
+    bool done;                      /* completion seen (io_uring), under rec->lock */
+    bool closed;                    /* ended by weft_close: the result is -EBADF */
+    long res;                       /* the completion's result */
+} weft__io_op;
+
+/* poll(2) bits an operation waits for: POLLIN for reads, POLLOUT for writes. */
+int weft__io_op_events(const weft__io_op *op);
+
+/* ----------------------------------------------------------- fd records */
+
+struct weft__fd {
+    weft__lock lock;
+    uint32_t rseq, wseq;            /* bumped at each read/write readiness edge and at close */
+    uint8_t cls;                    /* enum weft__fd_class */
+    bool socket;                    /* writes use MSG_NOSIGNAL */
+    bool registered;                /* epoll: in the interest set */
+    weft__io_op *ops;               /* parked or in flight */
+};
+
+/* The record of fd, created on first use; NULL for a negative or absurd fd
+ * (-EBADF) or no memory. */
+struct weft__fd *weft__fd_get(int fd);
+/* The record of fd if it exists, else NULL (for the poller). */
+struct weft__fd *weft__fd_peek(int fd);
+
+/* rec->ops, under rec->lock. */
+void weft__fd_link(struct weft__fd *rec, weft__io_op *op);
+void weft__fd_unlink(struct weft__fd *rec, weft__io_op *op);
+
+/* One non-blocking attempt at op: its result, or -EAGAIN. Retries EINTR.
+ * Writes never raise SIGPIPE (see io.c). */
+long weft__io_try(weft__io_op *op);
+
+/* Record that a write got -EPIPE on this thread: consume the SIGPIPE the
+ * kernel queued for it (SIGPIPE is blocked on workers, see io.c). */
+void weft__io_sigpipe_drain(void);
+
+/* ------------------------------------------------------------- backends */
+
+struct weft__io_backend {
+    const char *name;
+    int  (*init)(void);
+    void (*fini)(void);
+    int  (*poll)(weft__worker *w, int64_t timeout_ns);
+    void (*wake)(void);
+    long (*io)(weft__io_op *op);
+    void (*close)(struct weft__fd *rec, int fd);
+    bool files;
+};
+
+extern const struct weft__io_backend weft__io_epoll;
+extern const struct weft__io_backend weft__io_uring;
+
+/* The running backend, or NULL outside a runtime. */
+extern const struct weft__io_backend *weft__io;
+
+/* -------------------------------------------------------- blocking pool */
+
+/* pool.c: run fn(arg) on the pool for the calling fiber. intr: a cancel or
+ * deadline while fn runs returns at once and leaves the item to the pool
+ * (weft_blocking); otherwise the fiber waits for fn to finish (file I/O, whose
+ * buffer belongs to the caller). -ECANCELED while queued in both cases. */
+int  weft__pool_run(void *(*fn)(void *), void *arg, void **ret, bool intr,
+                    void (*drop)(void *ret, void *arg));
+void weft__pool_stop(void);
 
 #endif

@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 _Atomic uint32_t weft__pool_threads;
+int (*weft__wait_fd)(const void *wobj);
 
 /* ------------------------------------------------------------- holding */
 
@@ -229,15 +230,18 @@ static void describe_wait(struct weft__text *t, weft_fiber *f, uint64_t now)
     }
     case WEFT_W_FD_READ:
     case WEFT_W_FD_WRITE:
-        if (f->wobj)
-            weft__text_printf(t, "fd %d %s", *(const int *)f->wobj,
-                              k == WEFT_W_FD_READ ? "read" : "write");
+    case WEFT_W_IO: {
+        /* the I/O layer's operation, on the parked fiber's stack */
+        int (*fd_of)(const void *) = weft__wait_fd;
+        if (f->wobj && fd_of)
+            weft__text_printf(t, "fd %d %s", fd_of(f->wobj),
+                              k == WEFT_W_FD_READ ? "read" : k == WEFT_W_FD_WRITE ? "write" : "io");
         else
             weft__text_printf(t, "%s", what);
         break;
+    }
     case WEFT_W_POOL:
     case WEFT_W_SELECT:
-    case WEFT_W_IO:
         weft__text_printf(t, "%s", what);
         break;
     default:

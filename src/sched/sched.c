@@ -732,6 +732,16 @@ int weft__wait_park(weft_fiber *self, int64_t timeout)
     return r;
 }
 
+int weft__wait_park_nointr(weft_fiber *self)
+{
+    self->wsince = weft__now_coarse();
+    atomic_fetch_add_explicit(&self->worker->st.parks, 1, memory_order_relaxed);
+    weft__switch_out(self, WEFT_POST_PARK);
+    int r = self->wresult;
+    wait_done(self);
+    return r;
+}
+
 /* ---------------------------------------------------------- finding work */
 
 /* Work that another worker could take: the global queue, our inbox, any

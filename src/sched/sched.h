@@ -80,7 +80,7 @@ static inline void weft__spin_unlock(weft__spin *l)
 enum weft__wait_kind {
     WEFT_W_NONE = 0, WEFT_W_SLEEP, WEFT_W_JOIN, WEFT_W_MUTEX, WEFT_W_COND,
     WEFT_W_SEM, WEFT_W_WG, WEFT_W_CHAN_SEND, WEFT_W_CHAN_RECV, WEFT_W_SELECT,
-    WEFT_W_FD_READ, WEFT_W_FD_WRITE,  /* wobj: a record whose first member is the int fd */
+    WEFT_W_FD_READ, WEFT_W_FD_WRITE,  /* wobj: the I/O layer's operation (weft__wait_fd) */
     WEFT_W_POOL, WEFT_W_IO,
     WEFT_W_KINDS
 };
@@ -160,6 +160,12 @@ void weft__wait_prepare(weft_fiber *self, int kind, void *obj, void (*unlink)(we
  * deadline also applies. Returns the winner's result: whatever the object
  * passed to weft__wake_claim, -ETIMEDOUT or -ECANCELED. */
 int  weft__wait_park(weft_fiber *self, int64_t timeout);
+/* Park until claimed, with no timer and no early return for a pending
+ * cancel or a past deadline: for a wait that must see its object finish
+ * (an io_uring operation being cancelled still owns the fiber's buffer until
+ * its completion arrives). weft_cancel may still claim it (-ECANCELED):
+ * callers loop until their object is done. */
+int  weft__wait_park_nointr(weft_fiber *self);
 /* Abandon a prepared wait without parking (the caller found it could
  * proceed after all). Returns 1 if it was still unclaimed. */
 int  weft__wait_abort(weft_fiber *self);
@@ -184,6 +190,9 @@ bool weft__debug_migrate(void);
 
 /* Threads of the blocking pool, kept up to date by src/io (weft_stats). */
 extern _Atomic uint32_t weft__pool_threads;
+/* Set by src/io while it runs: the fd behind the object of an FD_READ,
+ * FD_WRITE or IO wait, for weft_dump (the scheduler knows no fds). */
+extern int (*weft__wait_fd)(const void *wobj);
 
 /* Visit every fiber spawned and not yet freed (running, runnable, parked,
  * or returned and not yet joined). fn runs under the stack allocator's

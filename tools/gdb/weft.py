@@ -209,9 +209,14 @@ def _wait_text(f):
     if name == "join" and obj:
         j = gdb.Value(obj).cast(f.type)
         return "join of fiber %d" % int(j["id"])
-    if name in ("fd read", "fd write") and obj:
-        fd = int(gdb.Value(obj).cast(gdb.lookup_type("int").pointer()).dereference())
-        return "fd %d %s" % (fd, name.split()[1])
+    if name in ("fd read", "fd write", "io") and obj:
+        # the I/O layer's operation (src/io/io.h), as weft__wait_fd reads it
+        try:
+            op = gdb.Value(obj).cast(gdb.lookup_type("weft__io_op").pointer())
+            what = name.split()[1] if name != "io" else "io"
+            return "fd %d %s" % (int(op["fd"]), what)
+        except gdb.error:
+            return name
     if obj and name not in ("sleep", "select", "blocking pool", "io"):
         # the wait record (src/sched/waitq.h): its first field is the object
         vp = gdb.lookup_type("void").pointer().pointer()

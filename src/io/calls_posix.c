@@ -1,0 +1,404 @@
+/*
+ * The public I/O calls of weft.h on POSIX. Each builds an operation
+ * (io.h) on the caller's stack and runs it one of three ways:
+ *
+ *   - from a fiber, on a pollable fd (socket, pipe, fifo, eventfd, tty):
+ *     the running backend's io(), which parks the fiber, not the worker;
+ *   - from a fiber, on a regular file or block device: io_uring when it is
+ *     the backend, else the blocking pool (epoll cannot poll files);
+ *   - from a plain thread, or with no runtime: the blocking syscall. An fd
+ *     that is non-blocking gets poll(2) on EAGAIN and a retry, so the call
+ *     still blocks, as the same call from a fiber would appear to.
+ *
+ * O_NONBLOCK: the first time a fiber uses a pollable fd, weft sets
+ * O_NONBLOCK on it (the flag belongs to the open file description: a
+ * shared tty or pipe sees it too; weft does not clear it again). Calls
+ * from plain threads keep working on such fds through poll(2).
+ *
+ * SIGPIPE: socket writes pass MSG_NOSIGNAL. Pipe and tty writes cannot,
+ * so SIGPIPE is blocked on the workers (io.c) and, around each such write,
+ * on a plain thread; a write that gets EPIPE consumes the queued signal.
+ * A broken pipe is therefore always -EPIPE, never a dead process.
+ *
+ * EMFILE: an accept that finds the process out of fds parks for a short,
+ * doubling backoff (1 ms .. 100 ms) and retries, honouring cancel and the
+ * deadline. Readiness would report the listening socket ready at once
+ * again: retrying without a pause is a busy loop; returning the error makes
+ * the caller's accept loop the busy loop instead. Connections wait in the
+ * kernel's backlog meanwhile.
+ */
+#define _GNU_SOURCE
+#include "io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ----------------------------------------------------------- plain threads */
+
+static long plain(weft__io_op *op)
+{
+    /* A plain thread's writes keep SIGPIPE away with a temporary mask. */
+    bool wr = op->kind == WEFT_IO_WRITE || op->kind == WEFT_IO_WRITEV;
+    sigset_t pipe, old;
+    if (wr) {
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe, &old);
+    }
+    long r;
+    for (;;) {
+        if (op->kind == WEFT_IO_POLL) {
+            struct pollfd p = { .fd = op->fd, .events = (short)op->events };
+            r = poll(&p, 1, -1);
+            if (r < 0 && errno == EINTR)
+                continue;
+            r = r < 0 ? -errno : (p.revents & POLLNVAL) ? -EBADF : p.revents;
+            break;
+        }
+        r = weft__io_try(op);   /* blocks if the fd is blocking */
+        if (r != -EAGAIN)
+            break;
+        if ((op->kind == WEFT_IO_RECV || op->kind == WEFT_IO_SEND || op->kind == WEFT_IO_RECVFROM ||
+             op->kind == WEFT_IO_SENDTO) && (op->flags & MSG_DONTWAIT))
+            break;
+        struct pollfd p = { .fd = op->fd, .events = (short)weft__io_op_events(op) };
+        if (poll(&p, 1, -1) < 0 && errno != EINTR) {
+            r = -errno;
+            break;
+        }
+    }
+    if (wr) {
+        if (r == -EPIPE)
+            weft__io_sigpipe_drain();
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    return r;
+}
+
+/* ---------------------------------------------------------------- fibers */
+
+/* Learn what fd is; make a pollable one non-blocking. Under rec->lock. */
+static int classify(struct weft__fd *rec, int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode)) {
+        rec->socket = false;
+        __atomic_store_n(&rec->cls, WEFT_FD_FILE, __ATOMIC_RELEASE);   /* read unlocked */
+        return 0;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+    rec->socket = S_ISSOCK(st.st_mode);
+    __atomic_store_n(&rec->cls, WEFT_FD_POLL, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static struct weft__fd *fd_ready(int fd, int *err)
+{
+    struct weft__fd *rec = weft__fd_get(fd);
+    if (!rec) {
+        /* out of the table's range, closed, or no memory for its chunk */
+        *err = fd < 0 || fcntl(fd, F_GETFD) < 0 ? -EBADF : -ENOMEM;
+        return NULL;
+    }
+    if (WEFT_UNLIKELY(__atomic_load_n(&rec->cls, __ATOMIC_ACQUIRE) == WEFT_FD_UNKNOWN)) {
+        weft__lock_acquire(&rec->lock);
+        *err = __atomic_load_n(&rec->cls, __ATOMIC_RELAXED) == WEFT_FD_UNKNOWN ? classify(rec, fd) : 0;
+        weft__lock_release(&rec->lock);
+        if (*err < 0)
+            return NULL;
+    }
+    return rec;
+}
+
+static void *file_job(void *arg)
+{
+    return (void *)(intptr_t)weft__io_try(arg);
+}
+
+static long run(weft__io_op *op)
+{
+    weft_fiber *self = weft__cur_fiber();
+    const struct weft__io_backend *b = weft__io;
+    if (!self || !b)
+        return plain(op);
+    int err = weft__wait_check(self);
+    if (err < 0)
+        return err;
+    struct weft__fd *rec = fd_ready(op->fd, &err);
+    if (!rec)
+        return err;
+    op->rec = rec;
+    if (__atomic_load_n(&rec->cls, __ATOMIC_RELAXED) == WEFT_FD_FILE && !b->files) {
+        void *ret;
+        err = weft__pool_run(file_job, op, &ret, false, NULL);
+        return err < 0 ? err : (long)(intptr_t)ret;
+    }
+    if ((op->kind == WEFT_IO_RECV || op->kind == WEFT_IO_SEND || op->kind == WEFT_IO_RECVFROM ||
+         op->kind == WEFT_IO_SENDTO) && (op->flags & MSG_DONTWAIT))
+        return weft__io_try(op);   /* the caller asked not to wait */
+    return b->io(op);
+}
+
+/* -------------------------------------------------------------- the calls */
+
+ssize_t weft_read(int fd, void *buf, size_t n)
+{
+    if ((!buf && n) || n > SSIZE_MAX)
+        return -EINVAL;
+    weft__io_op op = { .kind = WEFT_IO_READ, .fd = fd, .buf = buf, .len = n };
+    return run(&op);
+}
+
+ssize_t weft_write(int fd, const void *buf, size_t n)
+{
+    if ((!buf && n) || n > SSIZE_MAX)
+        return -EINVAL;
+    weft__io_op op = { .kind = WEFT_IO_WRITE, .fd = fd, .buf = (void *)buf, .len = n };
+    return run(&op);
+}
+
+static int iov_check(const struct iovec *iov, int iovcnt)
+{
+    if (iovcnt < 0 || iovcnt > IOV_MAX || (!iov && iovcnt))
+        return -EINVAL;
+    for (int i = 0; i < iovcnt; i++)
+        if (!iov[i].iov_base && iov[i].iov_len)
+            return -EINVAL;
+    return 0;
+}
+
+ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    int err = iov_check(iov, iovcnt);
+    if (err < 0)
+        return err;
+    weft__io_op op = { .kind = WEFT_IO_READV, .fd = fd, .iov = iov, .iovcnt = iovcnt };
+    return run(&op);
+}
+
+ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    int err = iov_check(iov, iovcnt);
+    if (err < 0)
+        return err;
+    weft__io_op op = { .kind = WEFT_IO_WRITEV, .fd = fd, .iov = iov, .iovcnt = iovcnt };
+    return run(&op);
+}
+
+ssize_t weft_recv(weft_socket fd, void *buf, size_t n, int flags)
+{
+    if ((!buf && n) || n > SSIZE_MAX)
+        return -EINVAL;
+    weft__io_op op = { .kind = WEFT_IO_RECV, .fd = fd, .buf = buf, .len = n, .flags = flags };
+    return run(&op);
+}
+
+ssize_t weft_send(weft_socket fd, const void *buf, size_t n, int flags)
+{
+    if ((!buf && n) || n > SSIZE_MAX)
+        return -EINVAL;
+    weft__io_op op = { .kind = WEFT_IO_SEND, .fd = fd, .buf = (void *)buf, .len = n, .flags = flags };
+    return run(&op);
+}
+
+ssize_t weft_recvfrom(weft_socket fd, void *buf, size_t n, int flags,
+                      struct sockaddr *from, socklen_t *fromlen)
+{
+    if ((!buf && n) || n > SSIZE_MAX || (from && !fromlen))
+        return -EINVAL;
+    weft__io_op op = { .kind = WEFT_IO_RECVFROM, .fd = fd, .buf = buf, .len = n, .flags = flags,
+                       .addr = from, .addrlen = from ? fromlen : NULL };
+    return run(&op);
+}
+
+ssize_t weft_sendto(weft_socket fd, const void *buf, size_t n, int flags,
+                    const struct sockaddr *to, socklen_t tolen)
+{
+    if ((!buf && n) || n > SSIZE_MAX || (!to && tolen))
+        return -EINVAL;
+    weft__io_op op = { .kind = WEFT_IO_SENDTO, .fd = fd, .buf = (void *)buf, .len = n, .flags = flags,
+                       .addr = (struct sockaddr *)to, .tolen = tolen };
+    return run(&op);
+}
+
+/* The record of a brand-new fd from accept: whatever the number meant
+ * before is stale, and we know what it is now. */
+static void fd_fresh(int fd)
+{
+    if (!weft__io)
+        return;
+    struct weft__fd *rec = weft__fd_get(fd);
+    if (!rec)
+        return;
+    weft__lock_acquire(&rec->lock);
+    rec->registered = false;
+    rec->socket = true;
+    __atomic_store_n(&rec->cls, WEFT_FD_POLL, __ATOMIC_RELEASE);
+    weft__lock_release(&rec->lock);
+}
+
+weft_socket weft_accept(weft_socket fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    if (addr && !addrlen)
+        return -EINVAL;
+    weft__io_op op = { .kind = WEFT_IO_ACCEPT, .fd = fd, .addr = addr, .addrlen = addr ? addrlen : NULL };
+    uint64_t backoff = 1000000;   /* 1 ms */
+    for (;;) {
+        long r = run(&op);
+        if (r >= 0) {
+            fd_fresh((int)r);
+            return (int)r;
+        }
+        if (r == -ECONNABORTED)
+            continue;   /* the peer gave up while queued: take the next */
+        if (r != -EMFILE && r != -ENFILE && r != -ENOBUFS && r != -ENOMEM)
+            return (int)r;
+        int s = weft_sleep(backoff);   /* a plain thread sleeps too */
+        if (s < 0)
+            return s;
+        if (backoff < 100000000)
+            backoff *= 2;
+    }
+}
+
+int weft_connect(weft_socket fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+    if (!addr || addrlen == 0)
+        return -EINVAL;
+    weft_fiber *self = weft__cur_fiber();
+    if (self && weft__io) {
+        int err = weft__wait_check(self);
+        if (err < 0)
+            return err;
+        if (!fd_ready(fd, &err))   /* makes it non-blocking */
+            return err;
+    }
+    if (connect(fd, addr, addrlen) == 0)
+        return 0;
+    if (errno != EINPROGRESS && errno != EINTR)
+        return -errno;
+    /* In progress: wait until writable, then ask how it went. */
+    int r = weft_wait_fd(fd, POLLOUT);
+    if (r < 0)
+        return r;
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+        return -errno;
+    return -soerr;
+}
+
+int weft_wait_fd(int fd, int events)
+{
+    if (!events || (events & ~(POLLIN | POLLOUT | POLLPRI | POLLRDHUP)))
+        return -EINVAL;
+    weft__io_op op = { .kind = WEFT_IO_POLL, .fd = fd, .events = events };
+    return (int)run(&op);
+}
+
+int weft_close(int fd)
+{
+    if (fd < 0)
+        return -EBADF;
+    const struct weft__io_backend *b = weft__io;
+    struct weft__fd *rec = b ? weft__fd_peek(fd) : NULL;
+    if (rec)
+        weft__lock_acquire(&rec->lock);
+    if (rec) {
+        b->close(rec, fd);
+        __atomic_store_n(&rec->cls, WEFT_FD_UNKNOWN, __ATOMIC_RELAXED);
+        rec->socket = false;
+        __atomic_add_fetch(&rec->rseq, 1, __ATOMIC_RELEASE);
+        __atomic_add_fetch(&rec->wseq, 1, __ATOMIC_RELEASE);
+    }
+    /* Under the lock: nobody registers or submits on the old file between
+     * the cleanup above and the close. Linux closes even on EINTR. */
+    int r = close(fd) < 0 && errno != EINTR ? -errno : 0;
+    if (rec)
+        weft__lock_release(&rec->lock);
+    return r;
+}
+
+/* ------------------------------------------------------------ addrinfo */
+
+struct gai {
+    char *node, *service;
+    struct addrinfo hints;
+    bool has_hints;
+    struct addrinfo *res;
+    int err, sys_errno;
+};
+
+static void *gai_job(void *arg)
+{
+    struct gai *g = arg;
+    g->err = getaddrinfo(g->node, g->service, g->has_hints ? &g->hints : NULL, &g->res);
+    g->sys_errno = errno;
+    return g;
+}
+
+static void gai_free(struct gai *g)
+{
+    free(g->node);
+    free(g->service);
+    free(g);
+}
+
+/* The pool calls this when the caller gave up (cancel, deadline). */
+static void gai_drop(void *ret, void *arg)
+{
+    struct gai *g = arg;
+    if (ret && g->err == 0)
+        freeaddrinfo(g->res);
+    gai_free(g);
+}
+
+int weft_getaddrinfo(const char *node, const char *service,
+                     const struct addrinfo *hints, struct addrinfo **res)
+{
+    if (!res)
+        return -EINVAL;
+    *res = NULL;
+    /* The job owns copies of everything: a cancelled caller returns at
+     * once while getaddrinfo may still run on the pool. */
+    struct gai *g = calloc(1, sizeof *g);
+    if (!g)
+        return -ENOMEM;
+    g->node = node ? strdup(node) : NULL;
+    g->service = service ? strdup(service) : NULL;
+    if ((node && !g->node) || (service && !g->service)) {
+        gai_free(g);
+        return -ENOMEM;
+    }
+    if (hints) {
+        g->hints = *hints;
+        g->hints.ai_addr = NULL;
+        g->hints.ai_canonname = NULL;
+        g->hints.ai_next = NULL;
+        g->has_hints = true;
+    }
+    void *ret;
+    int r = weft__pool_run(gai_job, g, &ret, true, gai_drop);
+    if (r < 0)
+        return r;   /* the pool frees g through gai_drop */
+    int err = g->err;
+    if (err == 0)
+        *res = g->res;
+    else if (err == EAI_SYSTEM)
+        err = g->sys_errno ? -g->sys_errno : -EIO;
+    gai_free(g);
+    return err;
+}

@@ -1,0 +1,235 @@
+/*
+ * The epoll backend: readiness, turned into the completion contract of
+ * io.h by trying the syscall, parking on EAGAIN, and retrying on readiness.
+ *
+ * REGISTRATION
+ *   Edge-triggered, each fd registered once, for both directions
+ *   (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET), the first time an operation
+ *   on it gets EAGAIN: an fd that never blocks never costs an epoll_ctl,
+ *   and a registered fd never costs another until weft_close removes it.
+ *   EPOLL_CTL_ADD reports the fd's current state as an event, so readiness
+ *   that arrived between the EAGAIN and the registration is not lost.
+ *
+ * NO LOST EDGES
+ *   An edge is reported once. A fiber that saw EAGAIN must not park if an
+ *   edge arrived since its attempt began, even if that edge woke nobody (it
+ *   had not parked yet) or woke another fiber that took only part of the
+ *   data. So each record counts edges per direction (rec->rseq / wseq,
+ *   bumped under rec->lock by the poller): the fiber reads the count
+ *   before its syscall and, under the lock, parks only if it is unchanged;
+ *   otherwise it retries. Every edge wakes every operation waiting in that
+ *   direction (several fibers may accept on one listening socket); those
+ *   that find nothing park again.
+ *
+ * WAKE-UP
+ *   An eventfd in the same epoll set, edge-triggered: wake() writes to it
+ *   once per poll (wake_pending) and poll() resets the flag when it sees it.
+ */
+#define _GNU_SOURCE
+#include "io.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WAKE_TAG UINT64_MAX
+#define MAX_EVENTS 256
+
+static int epfd = -1;
+static int evfd = -1;
+static _Atomic int wake_pending;
+static bool have_pwait2;
+
+static int epoll_init(void)
+{
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0)
+        return -errno;
+    evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (evfd < 0) {
+        int e = -errno;
+        close(epfd);
+        epfd = -1;
+        return e;
+    }
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.u64 = WAKE_TAG };
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, evfd, &ev) < 0) {
+        int e = -errno;
+        close(evfd);
+        close(epfd);
+        epfd = evfd = -1;
+        return e;
+    }
+    atomic_store(&wake_pending, 0);
+    /* epoll_pwait2 (Linux 5.11) takes a timespec: timers keep their ns. */
+    struct timespec zero = { 0, 0 };
+    struct epoll_event dummy;
+    have_pwait2 = epoll_pwait2(epfd, &dummy, 1, &zero, NULL) >= 0 || errno != ENOSYS;
+    return 0;
+}
+
+static void epoll_fini(void)
+{
+    close(evfd);
+    close(epfd);
+    epfd = evfd = -1;
+}
+
+static void epoll_wake(void)
+{
+    if (atomic_exchange(&wake_pending, 1))
+        return;   /* a write is already on its way to the poller */
+    uint64_t one = 1;
+    while (write(evfd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+/* The poller saw events on rec: count the edges and wake the operations
+ * waiting for them. Claims are made under rec->lock (see io.h). */
+static int dispatch(struct weft__fd *rec, uint32_t events)
+{
+    int mask = 0;
+    weft__lock_acquire(&rec->lock);
+    if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        __atomic_add_fetch(&rec->rseq, 1, __ATOMIC_RELEASE);
+        mask |= POLLIN | POLLPRI | POLLRDHUP;
+    }
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+        __atomic_add_fetch(&rec->wseq, 1, __ATOMIC_RELEASE);
+        mask |= POLLOUT;
+    }
+    weft_fiber *woke = NULL;
+    int n = 0;
+    for (weft__io_op *op = rec->ops, *next; op; op = next) {
+        next = op->next;
+        if (!(weft__io_op_events(op) & mask))
+            continue;
+        weft__fd_unlink(rec, op);
+        weft_fiber *f = op->fiber;
+        if (weft__wake_claim(f, 0)) {
+            f->next = woke;
+            woke = f;
+            n++;
+        }
+    }
+    weft__lock_release(&rec->lock);
+    while (woke) {
+        weft_fiber *f = woke;
+        woke = f->next;
+        weft__ready(f);
+    }
+    return n;
+}
+
+static int epoll_poll(weft__worker *w, int64_t timeout_ns)
+{
+    (void)w;
+    struct epoll_event evs[MAX_EVENTS];
+    int n;
+    if (have_pwait2) {
+        struct timespec ts = { (time_t)(timeout_ns / 1000000000), (long)(timeout_ns % 1000000000) };
+        n = epoll_pwait2(epfd, evs, MAX_EVENTS, timeout_ns < 0 ? NULL : &ts, NULL);
+    } else {
+        /* round up: waking early would only make the worker sleep again */
+        int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
+        n = epoll_wait(epfd, evs, MAX_EVENTS, ms);
+    }
+    if (n < 0) {
+        weft__assert(errno == EINTR);
+        return 0;
+    }
+    int woke = 0;
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.u64 == WAKE_TAG) {
+            uint64_t v;
+            while (read(evfd, &v, sizeof v) < 0 && errno == EINTR)
+                ;
+            atomic_store(&wake_pending, 0);
+            continue;
+        }
+        struct weft__fd *rec = weft__fd_peek(evs[i].data.fd);
+        if (rec)
+            woke += dispatch(rec, evs[i].events);
+    }
+    return woke;
+}
+
+/* wunlink of a parked operation: a cancel or a deadline claimed it. */
+static void op_unlink(weft_fiber *f)
+{
+    weft__io_op *op = f->wobj;
+    struct weft__fd *rec = op->rec;
+    weft__lock_acquire(&rec->lock);
+    weft__fd_unlink(rec, op);
+    weft__lock_release(&rec->lock);
+}
+
+static long epoll_io(weft__io_op *op)
+{
+    struct weft__fd *rec = op->rec;
+    weft_fiber *self = weft__cur_fiber();
+    int events = weft__io_op_events(op);
+    bool rd = events & (POLLIN | POLLPRI), wr = events & POLLOUT;
+    for (;;) {
+        uint32_t rs = __atomic_load_n(&rec->rseq, __ATOMIC_ACQUIRE);
+        uint32_t ws = __atomic_load_n(&rec->wseq, __ATOMIC_ACQUIRE);
+        long r = weft__io_try(op);
+        if (r != -EAGAIN)
+            return r;
+        weft__lock_acquire(&rec->lock);
+        if (!rec->registered) {
+            struct epoll_event ev = {
+                .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
+                .data.fd = op->fd,
+            };
+            if (epoll_ctl(epfd, EPOLL_CTL_ADD, op->fd, &ev) < 0 && errno != EEXIST) {
+                int e = -errno;
+                weft__lock_release(&rec->lock);
+                return e;
+            }
+            rec->registered = true;
+        }
+        if ((rd && rec->rseq != rs) || (wr && rec->wseq != ws)) {
+            weft__lock_release(&rec->lock);
+            continue;   /* an edge came after our attempt began */
+        }
+        op->fiber = self;
+        op->closed = false;
+        weft__fd_link(rec, op);
+        weft__wait_prepare(self, wr && !rd ? WEFT_W_FD_WRITE : WEFT_W_FD_READ, op, op_unlink);
+        weft__lock_release(&rec->lock);
+        r = weft__wait_park(self, -1);
+        if (r < 0)
+            return r;   /* -ECANCELED, -ETIMEDOUT, or -EBADF from weft_close */
+    }
+}
+
+static void epoll_close(struct weft__fd *rec, int fd)
+{
+    for (weft__io_op *op = rec->ops, *next; op; op = next) {
+        next = op->next;
+        weft__fd_unlink(rec, op);
+        op->closed = true;
+        if (weft__wake_claim(op->fiber, -EBADF))
+            weft__ready(op->fiber);
+    }
+    if (rec->registered) {
+        /* close(2) would drop it too, unless the file is dup'ed elsewhere */
+        epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+        rec->registered = false;
+    }
+}
+
+const struct weft__io_backend weft__io_epoll = {
+    .name = "epoll",
+    .init = epoll_init,
+    .fini = epoll_fini,
+    .poll = epoll_poll,
+    .wake = epoll_wake,
+    .io = epoll_io,
+    .close = epoll_close,
+    .files = false,
+};

@@ -1,0 +1,349 @@
+/*
+ * The io_uring backend: completion, the contract of io.h as the kernel
+ * gives it. An operation becomes one SQE whose user_data is the operation
+ * record on the parked fiber's stack; its CQE carries the result back and
+ * the poller readies the fiber.
+ *
+ * ONE RING, A LOCK ON THE SUBMISSION SIDE
+ *   Fibers on every worker submit; one worker at a time reaps (the
+ *   scheduler lets at most one worker into poll()). A ring per worker
+ *   would make submission lock-free, but then the one blocked poller would
+ *   have to wait on every ring (or each ring's completions would sit until
+ *   its own worker went idle), and a fiber that migrated would have its
+ *   completion land on a ring another worker reaps. One ring matches the
+ *   scheduler's "one poller" shape exactly: every completion is seen by
+ *   whichever worker is idle. The submission queue takes a lock (sq_lock)
+ *   held for one SQE and one io_uring_enter; the completion queue needs
+ *   none, its only consumer being the poll owner. Busy sockets rarely get
+ *   here at all: an operation first tries the non-blocking syscall and
+ *   submits only on EAGAIN, as the epoll backend does.
+ *
+ * CANCEL AND CLOSE WITHOUT USE-AFTER-FREE
+ *   Once submitted, the kernel owns the operation record and the caller's
+ *   buffer until the CQE. A fiber woken early (weft_cancel, its deadline)
+ *   therefore submits IORING_OP_ASYNC_CANCEL for its user_data and then
+ *   waits, uninterruptibly (weft__wait_park_nointr), for the original CQE;
+ *   only then does it return. If that CQE reports a transfer, the transfer
+ *   is the result: nothing read is ever dropped. weft_close marks each
+ *   operation on the fd closed and cancels it the same way; the owners see
+ *   -EBADF. op->done is set under rec->lock by the poller, which also claims
+ *   the fiber under that lock: a fiber leaves io() only after seeing done
+ *   under the lock, so the poller never touches a record that is gone.
+ *
+ * WAKE-UP
+ *   An eventfd with a read armed in the ring (user_data WAKE_TAG): wake()
+ *   writes to it, the read completes, the blocked io_uring_enter returns,
+ *   and poll() re-arms the read.
+ */
+#define _GNU_SOURCE
+#include "io.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define WAKE_TAG   1ull   /* operation records are aligned: no clash */
+#define IGNORE_TAG 2ull   /* completions of our own cancels */
+#define SQ_ENTRIES 1024
+#define CQ_ENTRIES 16384
+
+static struct io_uring ring;
+static weft__lock sq_lock;
+static int evfd = -1;
+static uint64_t evbuf;
+static _Atomic int wake_pending;
+
+/* Take an SQE, spilling the queue to the kernel when it is full. Under sq_lock. */
+static struct io_uring_sqe *sqe_get(void)
+{
+    struct io_uring_sqe *sqe;
+    while (!(sqe = io_uring_get_sqe(&ring)))
+        io_uring_submit(&ring);
+    return sqe;
+}
+
+static void sq_flush(void)
+{
+    for (;;) {
+        int r = io_uring_submit(&ring);
+        if (r >= 0 || (r != -EINTR && r != -EAGAIN && r != -EBUSY))
+            return;
+    }
+}
+
+static void arm_wake_locked(void)
+{
+    struct io_uring_sqe *sqe = sqe_get();
+    io_uring_prep_read(sqe, evfd, &evbuf, sizeof evbuf, 0);
+    io_uring_sqe_set_data64(sqe, WAKE_TAG);
+}
+
+static int uring_init(void)
+{
+    struct io_uring_params p = { .flags = IORING_SETUP_CQSIZE, .cq_entries = CQ_ENTRIES };
+    int r = io_uring_queue_init_params(SQ_ENTRIES, &ring, &p);
+    if (r < 0)
+        return r;
+    /* EXT_ARG: timed waits without a timeout SQE; RW_CUR_POS: offset -1
+     * means the file position, as read(2) does; NODROP: no lost CQEs. */
+    unsigned need = IORING_FEAT_EXT_ARG | IORING_FEAT_RW_CUR_POS | IORING_FEAT_NODROP;
+    if ((p.features & need) != need) {
+        io_uring_queue_exit(&ring);
+        return -ENOSYS;
+    }
+    evfd = eventfd(0, EFD_CLOEXEC);
+    if (evfd < 0) {
+        r = -errno;
+        io_uring_queue_exit(&ring);
+        return r;
+    }
+    weft__lock_init(&sq_lock);
+    atomic_store(&wake_pending, 0);
+    weft__lock_acquire(&sq_lock);
+    arm_wake_locked();
+    sq_flush();
+    weft__lock_release(&sq_lock);
+    return 0;
+}
+
+static void uring_fini(void)
+{
+    io_uring_queue_exit(&ring);   /* cancels the armed eventfd read */
+    close(evfd);
+    evfd = -1;
+    weft__lock_destroy(&sq_lock);
+}
+
+static void uring_wake(void)
+{
+    if (atomic_exchange(&wake_pending, 1))
+        return;
+    uint64_t one = 1;
+    while (write(evfd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+/* One CQE for an operation: record the result and wake its fiber. */
+static weft_fiber *complete(weft__io_op *op, int res)
+{
+    /* Acquire: pairs with the release in uring_io. The record was written
+     * before the submit and reaches us through the kernel, which neither
+     * the compiler nor ThreadSanitizer can see. */
+    weft_fiber *f = __atomic_load_n(&op->fiber, __ATOMIC_ACQUIRE), *woke = NULL;
+    struct weft__fd *rec = op->rec;
+    weft__lock_acquire(&rec->lock);
+    op->res = res;
+    op->done = true;
+    if (weft__wake_claim(f, 0))
+        woke = f;
+    weft__lock_release(&rec->lock);   /* op may be gone from here on */
+    return woke;
+}
+
+static int uring_poll(weft__worker *w, int64_t timeout_ns)
+{
+    (void)w;
+    struct io_uring_cqe *cqe;
+    if (timeout_ns != 0) {
+        struct __kernel_timespec ts = { timeout_ns / 1000000000, timeout_ns % 1000000000 };
+        int r = io_uring_wait_cqe_timeout(&ring, &cqe, timeout_ns < 0 ? NULL : &ts);
+        if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY)
+            weft__panic(__FILE__, __LINE__, "io_uring_wait_cqe failed");
+    } else if (io_uring_cq_has_overflow(&ring)) {
+        /* completions the full CQ could not take wait in the kernel
+         * (IORING_FEAT_NODROP); a blocking wait flushes them, a look must ask */
+        io_uring_get_events(&ring);
+    }
+    int n = 0;
+    bool rearm = false;
+    weft_fiber *woke = NULL;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&ring, head, cqe) {
+        seen++;
+        uint64_t ud = cqe->user_data;
+        if (ud == WAKE_TAG) {
+            atomic_store(&wake_pending, 0);
+            rearm = true;
+        } else if (ud != IGNORE_TAG) {
+            weft_fiber *f = complete((weft__io_op *)(uintptr_t)ud, cqe->res);
+            if (f) {
+                f->next = woke;
+                woke = f;
+                n++;
+            }
+        }
+    }
+    io_uring_cq_advance(&ring, seen);
+    if (rearm) {
+        weft__lock_acquire(&sq_lock);
+        arm_wake_locked();
+        sq_flush();
+        weft__lock_release(&sq_lock);
+    }
+    while (woke) {
+        weft_fiber *f = woke;
+        woke = f->next;
+        weft__ready(f);
+    }
+    return n;
+}
+
+/* Fill an SQE for op. Under sq_lock. */
+static void prep(struct io_uring_sqe *sqe, weft__io_op *op)
+{
+    bool sock = op->rec->socket;
+    int fd = op->fd;
+    if (op->len > 0x7ffff000)
+        op->len = 0x7ffff000;   /* read(2)'s own limit; SQE lengths are 32-bit */
+    switch (op->kind) {
+    case WEFT_IO_READ:
+        io_uring_prep_read(sqe, fd, op->buf, (unsigned)op->len, (uint64_t)-1);
+        break;
+    case WEFT_IO_WRITE:
+        if (sock)
+            io_uring_prep_send(sqe, fd, op->buf, op->len, MSG_NOSIGNAL);
+        else
+            io_uring_prep_write(sqe, fd, op->buf, (unsigned)op->len, (uint64_t)-1);
+        break;
+    case WEFT_IO_READV:
+        io_uring_prep_readv(sqe, fd, op->iov, (unsigned)op->iovcnt, (uint64_t)-1);
+        break;
+    case WEFT_IO_WRITEV:
+        if (sock) {
+            op->msg = (struct msghdr){ .msg_iov = (struct iovec *)op->iov, .msg_iovlen = (size_t)op->iovcnt };
+            io_uring_prep_sendmsg(sqe, fd, &op->msg, MSG_NOSIGNAL);
+        } else {
+            io_uring_prep_writev(sqe, fd, op->iov, (unsigned)op->iovcnt, (uint64_t)-1);
+        }
+        break;
+    case WEFT_IO_RECV:
+        io_uring_prep_recv(sqe, fd, op->buf, op->len, op->flags);
+        break;
+    case WEFT_IO_SEND:
+        io_uring_prep_send(sqe, fd, op->buf, op->len, op->flags | MSG_NOSIGNAL);
+        break;
+    case WEFT_IO_RECVFROM:
+    case WEFT_IO_SENDTO:
+        op->one = (struct iovec){ op->buf, op->len };
+        op->msg = (struct msghdr){ .msg_iov = &op->one, .msg_iovlen = 1, .msg_name = op->addr };
+        if (op->kind == WEFT_IO_RECVFROM) {
+            op->msg.msg_namelen = op->addr && op->addrlen ? *op->addrlen : 0;
+            io_uring_prep_recvmsg(sqe, fd, &op->msg, (unsigned)op->flags);
+        } else {
+            op->msg.msg_namelen = op->addr ? op->tolen : 0;
+            io_uring_prep_sendmsg(sqe, fd, &op->msg, (unsigned)op->flags | MSG_NOSIGNAL);
+        }
+        break;
+    case WEFT_IO_ACCEPT:
+        io_uring_prep_accept(sqe, fd, op->addr, op->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        break;
+    case WEFT_IO_POLL:
+        io_uring_prep_poll_add(sqe, fd, (unsigned)op->events);
+        break;
+    default:
+        weft__panic(__FILE__, __LINE__, "unknown operation");
+    }
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)op);
+}
+
+/* Ask the kernel to cancel op. Under sq_lock. */
+static void cancel_locked(weft__io_op *op)
+{
+    struct io_uring_sqe *sqe = sqe_get();
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+    io_uring_sqe_set_data64(sqe, IGNORE_TAG);
+    sq_flush();
+}
+
+static long uring_io(weft__io_op *op)
+{
+    struct weft__fd *rec = op->rec;
+    if (__atomic_load_n(&rec->cls, __ATOMIC_RELAXED) == WEFT_FD_POLL) {
+        long r = weft__io_try(op);
+        if (r != -EAGAIN)
+            return r;
+    }
+    weft_fiber *self = weft__cur_fiber();
+    op->done = op->closed = false;
+    op->res = 0;
+    __atomic_store_n(&op->fiber, self, __ATOMIC_RELEASE);   /* see complete() */
+    int events = weft__io_op_events(op);
+
+    /* Link, prepare and submit under rec->lock: weft_close (which holds it)
+     * then sees either no operation or one it can cancel. */
+    weft__lock_acquire(&rec->lock);
+    weft__fd_link(rec, op);
+    weft__wait_prepare(self, events & POLLOUT && !(events & POLLIN) ? WEFT_W_FD_WRITE : WEFT_W_FD_READ,
+                       op, NULL);
+    weft__lock_acquire(&sq_lock);
+    prep(sqe_get(), op);
+    sq_flush();
+    weft__lock_release(&sq_lock);
+    weft__lock_release(&rec->lock);
+
+    int r = weft__wait_park(self, -1);
+
+    weft__lock_acquire(&rec->lock);
+    bool done = op->done;
+    weft__lock_release(&rec->lock);
+    if (!done) {
+        /* Woken by a cancel or the deadline: the kernel still owns op. */
+        weft__lock_acquire(&sq_lock);
+        cancel_locked(op);
+        weft__lock_release(&sq_lock);
+        for (;;) {
+            weft__lock_acquire(&rec->lock);
+            if (op->done)
+                break;
+            weft__wait_prepare(self, WEFT_W_IO, op, NULL);
+            weft__lock_release(&rec->lock);
+            weft__wait_park_nointr(self);
+        }
+        weft__lock_release(&rec->lock);
+    }
+    weft__lock_acquire(&rec->lock);
+    weft__fd_unlink(rec, op);
+    bool closed = op->closed;
+    weft__lock_release(&rec->lock);
+
+    long res = op->res;
+    if (res >= 0) {
+        if (op->kind == WEFT_IO_RECVFROM && op->addr && op->addrlen)
+            *op->addrlen = op->msg.msg_namelen;
+        return res;   /* a transfer that raced a cancel is still the result */
+    }
+    if (closed)
+        return -EBADF;
+    if (!done && (res == -ECANCELED || res == -EINTR))
+        return r;     /* -ECANCELED or -ETIMEDOUT */
+    if (res == -EPIPE && !rec->socket)
+        weft__io_sigpipe_drain();
+    return res;
+}
+
+static void uring_close(struct weft__fd *rec, int fd)
+{
+    (void)fd;
+    if (!rec->ops)
+        return;
+    weft__lock_acquire(&sq_lock);
+    for (weft__io_op *op = rec->ops; op; op = op->next) {
+        op->closed = true;
+        if (!op->done)   /* a done one may be reused as soon as we unlock */
+            cancel_locked(op);
+    }
+    weft__lock_release(&sq_lock);
+}
+
+const struct weft__io_backend weft__io_uring = {
+    .name = "uring",
+    .init = uring_init,
+    .fini = uring_fini,
+    .poll = uring_poll,
+    .wake = uring_wake,
+    .io = uring_io,
+    .close = uring_close,
+    .files = true,
+};
