@@ -51,7 +51,7 @@ ifeq ($(SAN),asan)
 else ifeq ($(SAN),tsan)
   SANFLAGS := -fsanitize=thread
 else ifeq ($(SAN),ubsan)
-  SANFLAGS := -fsanitize=undefined -fno-sanitize-recover=undefined
+  SANFLAGS := -fsanitize=undefined -fno-sanitize-recover=undefined -DWEFT_SAN_UBSAN
 endif
 
 # ------------------------------------------------------------- sources

@@ -232,9 +232,11 @@ int weft__trace_start(void)
     if (!path || !*path)
         return 0;
     unsigned n = weft__nworkers();
-    bufs = calloc(n, sizeof *bufs);
+    /* aligned like the type (a line per worker): calloc's 16 bytes are not */
+    bufs = aligned_alloc(_Alignof(struct tbuf), n * sizeof *bufs);
     if (!bufs)
         return -1;
+    memset(bufs, 0, n * sizeof *bufs);
     for (unsigned i = 0; i < n; i++) {
         bufs[i].ev = malloc(TRACE_BUF * sizeof(struct ev));
         if (!bufs[i].ev) {
