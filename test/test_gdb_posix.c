@@ -90,6 +90,7 @@ TEST_TIMEOUT(gdb_info_fibers_and_fiber_bt, 120)
     pid_t pid = fork();
     ASSERT(pid >= 0);
     if (pid == 0) {
+        die_with_parent();
         close(rp[0]);
         close(gp[1]);
         ready_fd = rp[1];
