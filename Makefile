@@ -51,12 +51,12 @@ ifeq ($(SAN),asan)
 else ifeq ($(SAN),tsan)
   SANFLAGS := -fsanitize=thread
 else ifeq ($(SAN),ubsan)
-  SANFLAGS := -fsanitize=undefined -fno-sanitize-recover=undefined
+  SANFLAGS := -fsanitize=undefined -fno-sanitize-recover=undefined -DWEFT_SAN_UBSAN
 endif
 
 # ------------------------------------------------------------- sources
 ifeq ($(OS),windows)
-  PLAT_SRC := src/sched/platform_win32.c src/arch/stack_win32.c $(wildcard src/sched/*_win32.c src/io/*_win32.c src/io/iocp.c)
+  PLAT_SRC := src/sched/platform_win32.c src/arch/stack_win32.c $(wildcard src/sched/*_win32.c src/io/*_win32.c src/io/iocp.c src/arch/unwind_win32.c)
   LDLIBS   += -lws2_32 -lmswsock -lsynchronization
   # C99 printf (%zu, %lld) instead of msvcrt's; and the tests' pthreads
   # (threads that poke the runtime from outside) from a static winpthreads.
@@ -65,8 +65,11 @@ ifeq ($(OS),windows)
   EXE      := .exe
   DLL      := weft.dll
 else
-  PLAT_SRC := src/sched/platform_posix.c src/arch/stack.c $(wildcard src/sched/*_posix.c src/io/*_posix.c src/io/epoll.c src/io/uring.c)
-  LDLIBS   += -pthread
+  PLAT_SRC := src/sched/platform_posix.c src/arch/stack.c $(wildcard src/sched/*_posix.c src/io/*_posix.c src/io/epoll.c src/io/uring.c src/arch/*_posix.c)
+  # libunwind walks suspended fibers (src/arch/unwind_posix.c)
+  LDLIBS   += -pthread -lunwind
+  # tests name functions through dladdr as well as the symbol table
+  TEST_LDFLAGS := -rdynamic
   EXE      :=
   DLL      := libweft.so
   LIB_CFLAGS += -fPIC
@@ -108,7 +111,7 @@ endif
 
 COMMON_SRC := src/runtime.c $(filter-out %_posix.c %_win32.c,$(wildcard src/sched/*.c)) \
               $(filter-out src/io/epoll.c src/io/uring.c src/io/iocp.c %_posix.c %_win32.c,$(wildcard src/io/*.c)) \
-              $(filter-out src/arch/stack.c src/arch/stack_win32.c src/arch/switch_%,$(wildcard src/arch/*.c))
+              $(filter-out src/arch/stack.c src/arch/stack_win32.c src/arch/switch_% %_posix.c %_win32.c,$(wildcard src/arch/*.c))
 LIB_SRC := $(sort $(COMMON_SRC) $(PLAT_SRC)) $(SWITCH_SRC)
 LIB_OBJ := $(patsubst %,$(BUILD)/obj/%.o,$(LIB_SRC))
 PIC_OBJ := $(patsubst %,$(BUILD)/pic/%.o,$(LIB_SRC))
@@ -174,7 +177,7 @@ endif
 
 $(TEST_BIN): $(TEST_OBJ) $(BUILD)/libweft.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libweft.a $(LDLIBS) $(TEST_LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(TEST_LDFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libweft.a $(LDLIBS) $(TEST_LDLIBS)
 
 $(BUILD)/examples/%$(EXE): examples/%.c $(BUILD)/libweft.a
 	@mkdir -p $(dir $@)

@@ -65,6 +65,7 @@ fanout_1              | run          | bench/bench_sched fanout_1        | fanou
 fanout_2              | run          | bench/bench_sched fanout_2        | fanout_2        | go       | bench/go/fanout               | fanout_2        | <=1.0
 # CPU-bound fan-out on 2 workers against weft itself on 1: >= 1.8x faster means ratio <= 0.556
 fanout_scaling        | run          | bench/bench_sched fanout_2        | fanout_2        | weft-1w  | bench/bench_sched fanout_1    | fanout_1        | <=0.556
+trace_skynet          | run          | bench/bench_trace                 | skynet_trace_on | trace-off| bench/bench_trace             | skynet_trace_off| <=2.0
 http_hello_100        | http:100     | examples/http_hello               | http_100        | go       | bench/go/http                 | http_100        | >=1.5
 http_hello_10000      | http:10000   | examples/http_hello               | http_10000      | go       | bench/go/http                 | http_10000      | >=1.5
 http_hello_100_epoll  | http:100     | examples/http_hello               | http_100        | epoll    | bench/peer_epoll_http         | http_100        | >=0.9

@@ -237,6 +237,53 @@ WEFT_API int  weft_getaddrinfo(const char *node, const char *service,
 /* Name of the I/O backend the running runtime chose ("epoll", "uring", "iocp"). */
 WEFT_API const char *weft_io_backend(void);
 
+/* ------------------------------------------------------------ diagnostics */
+/* See docs/debugging.md. None of these needs the fibers' cooperation. */
+
+/* Program counters of f's stack, innermost first (return addresses, except
+ * a signal frame's first). f == NULL or weft_self(): the caller's own stack
+ * (outside a fiber: the calling thread's). Another fiber is walked without
+ * resuming it, and held still for the walk: a worker that picks it up
+ * meanwhile waits the few microseconds it takes. Returns the count;
+ * -EBUSY if f is running on a worker now, -ESRCH if it has returned,
+ * -ENOTSUP where no unwinder is built in or the switch's frame layout is
+ * unknown (docs/debugging.md), -EINVAL on bad arguments. */
+WEFT_API int weft_backtrace(weft_fiber *f, void **pcs, int max);
+/* Write pcs as "  #i 0xpc function+0xoff (object)" lines to fd. */
+WEFT_API int weft_backtrace_print(int fd, void *const *pcs, int n);
+/* Write every live fiber to fd: id, name, state (running on worker N,
+ * runnable, or parked on what and since when), stack size and high-water
+ * mark, and the backtrace of each one not running. Also on a signal:
+ * env WEFT_DUMP_SIGNAL (number or name, default SIGQUIT, "0" none) makes
+ * the runtime dump to stderr and carry on. -EPERM outside a runtime. */
+WEFT_API int weft_dump(int fd);
+
+/* Counters since weft_run began. Per-worker entries for the first
+ * WEFT_STATS_WORKERS workers; totals always cover all of them. */
+#define WEFT_STATS_WORKERS 64
+typedef struct weft_worker_stats {
+    uint64_t switches;      /* fibers resumed */
+    uint64_t steals;        /* successful steals by this worker ... */
+    uint64_t stolen;        /* ... and the fibers they moved */
+    uint64_t parks;         /* waits that parked a fiber */
+    uint64_t polls;         /* blocking calls into the I/O poller */
+    uint64_t spawned;       /* fibers spawned on this worker */
+    uint64_t exited;        /* fibers that returned on this worker */
+    uint64_t timers_fired;  /* sleeps, timeouts and deadlines that expired */
+} weft_worker_stats;
+typedef struct weft_stats {
+    unsigned workers;             /* workers of the running runtime */
+    unsigned reported;            /* entries filled in worker[] */
+    uint64_t alive;               /* fibers spawned and not yet returned */
+    uint64_t pool_threads;        /* threads of the blocking pool (weft_blocking) */
+    uint64_t watchdog_reports;    /* fibers the watchdog reported */
+    uint64_t watchdog_moved;      /* queued fibers it moved off a hogged worker */
+    weft_worker_stats total;
+    weft_worker_stats worker[WEFT_STATS_WORKERS];
+} weft_stats_t;
+/* Fill *st. -EINVAL for NULL, -EPERM outside a runtime. */
+WEFT_API int weft_stats(weft_stats_t *st);
+
 #ifdef __cplusplus
 }
 #endif

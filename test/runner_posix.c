@@ -12,6 +12,21 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+/* A forked helper process does not inherit the test's alarm: if it hung
+ * and the test was killed for its time, it would live on (and spin) as an
+ * orphan. It dies with its parent instead. */
+void die_with_parent(void)
+{
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1)
+        _exit(1);   /* the parent died before we asked */
+#endif
+}
 
 int test_child(void (*fn)(void *), void *arg, char *out, size_t outsz)
 {
@@ -24,6 +39,7 @@ int test_child(void (*fn)(void *), void *arg, char *out, size_t outsz)
     if (pid < 0)
         test_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
     if (pid == 0) {
+        die_with_parent();
         dup2(fileno(tmp), 1);
         dup2(fileno(tmp), 2);
         fn(arg);

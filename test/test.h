@@ -78,4 +78,7 @@ void *test_run_cfg(const weft_config *cfg, void *(*fn)(void *), void *arg);
  * -signal if a signal killed it; its stderr and stdout go to out. */
 int test_child(void (*fn)(void *), void *arg, char *out, size_t outsz);
 
+/* In a process a test forks itself: die when the test's process does. */
+void die_with_parent(void);
+
 #endif

@@ -859,6 +859,7 @@ IO_TEST_TIMEOUT(io_ten_thousand_connections, 120)
     pid_t pid = fork();
     ASSERT(pid >= 0);
     if (pid == 0) {
+        die_with_parent();
         close(s.lfd);
         test_run(main_many_clients, (void *)(uintptr_t)s.port);
         _exit(0);

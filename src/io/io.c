@@ -50,6 +50,13 @@ static int start_one(const struct weft__io_backend *b)
     return 0;
 }
 
+/* The fd of a parked fiber's wait object: every FD_READ, FD_WRITE and IO
+ * wait passes its weft__io_op (epoll.c, uring.c). */
+static int op_fd(const void *wobj)
+{
+    return ((const weft__io_op *)wobj)->fd;
+}
+
 int weft__io_start(const weft_config *cfg, const struct weft__poller **out)
 {
     *out = NULL;
@@ -76,6 +83,7 @@ int weft__io_start(const weft_config *cfg, const struct weft__poller **out)
     }
     if (err < 0)
         return err;
+    weft__wait_fd = op_fd;   /* weft_dump names the fd a fiber waits on */
 #ifndef _WIN32
     /* Writes to a pipe whose reader is gone raise SIGPIPE, which would kill
      * the process by default. Sockets avoid it with MSG_NOSIGNAL; pipes and

@@ -126,6 +126,7 @@ static void thread_retire(struct pthr *me)
     me->next = pool.zombies;
     pool.zombies = me;
     pool.nthreads--;
+    atomic_store(&weft__pool_threads, pool.nthreads);   /* weft_stats */
 }
 
 static void join_zombies(void)
@@ -229,6 +230,7 @@ static void pool_kick(void)
     t->next = pool.live;
     pool.live = t;
     pool.nthreads++;
+    atomic_store(&weft__pool_threads, pool.nthreads);   /* weft_stats */
 }
 
 int weft__pool_run(void *(*fn)(void *), void *arg, void **ret, bool intr,

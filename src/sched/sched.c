@@ -89,6 +89,7 @@
 #define _GNU_SOURCE
 #include "worker.h"
 
+#include "diag.h"
 #include "san.h"
 
 #include <errno.h>
@@ -163,21 +164,31 @@ static uint32_t fastrand(weft__worker *w)
 static void run_fiber(weft__worker *w, weft_fiber *f)
 {
     /* The fiber may have been readied before its previous worker finished
-     * switching away from it: wait for that switch to complete. */
-    if (WEFT_UNLIKELY(atomic_load_explicit(&f->on_cpu, memory_order_acquire))) {
-        for (unsigned spins = 0; atomic_load_explicit(&f->on_cpu, memory_order_acquire); spins++) {
+     * switching away from it, or a backtrace may be holding it still
+     * (weft__fiber_hold): wait for on_cpu to drop, and take it by CAS so
+     * that exactly one of us owns the stack. */
+    int off = 0;
+    if (WEFT_UNLIKELY(!atomic_compare_exchange_strong_explicit(&f->on_cpu, &off, 1,
+                                                               memory_order_acquire,
+                                                               memory_order_relaxed))) {
+        for (unsigned spins = 0;; spins++) {
+            off = 0;
+            if (atomic_compare_exchange_weak_explicit(&f->on_cpu, &off, 1, memory_order_acquire,
+                                                      memory_order_relaxed))
+                break;
             if (spins < 64)
                 weft__cpu_relax();
             else
                 weft__os_yield();   /* its worker may have been preempted */
         }
     }
-    atomic_store_explicit(&f->on_cpu, 1, memory_order_relaxed);
     f->worker = w;
     atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
-    w->cur = f;
+    __atomic_store_n(&w->cur, f, __ATOMIC_RELEASE);   /* the watchdog reads f through it: a plain mov on x86 */
     weft__stat_add(w->st.switches, 1);
     errno = f->saved_errno;
+    if (WEFT_UNLIKELY(weft__trace_on))
+        weft__trace_resume(w, f);
 
     san_asan_start(&w->asan_fake, f->stack->lo, (size_t)(f->stack->hi - f->stack->lo));
     san_tsan_switch(f->tsan_fiber);
@@ -185,7 +196,9 @@ static void run_fiber(weft__worker *w, weft_fiber *f)
     san_asan_finish(w->asan_fake, NULL, NULL);
 
     f->saved_errno = errno;
-    w->cur = NULL;
+    __atomic_store_n(&w->cur, NULL, __ATOMIC_RELAXED);
+    if (WEFT_UNLIKELY(weft__trace_on))
+        weft__trace_switched(w, f);
     if (WEFT_UNLIKELY(weft__stack_check(f->stack) != 0)) {
         fprintf(stderr, "weft: fiber %llu \"%s\" overflowed its %zu-byte stack "
                 "(canary destroyed)\n", (unsigned long long)f->id, f->name,
@@ -355,6 +368,8 @@ static bool idle_remove_locked(weft__worker *w)
     w->idle_next = NULL;
     w->idle = false;
     atomic_fetch_sub(&weft__rt.nidle, 1);
+    if (WEFT_UNLIKELY(atomic_load(&weft__wd_sleeping)))
+        weft__watchdog_kick();   /* it sleeps while every worker does */
     return true;
 }
 
@@ -382,6 +397,12 @@ static void wakep(void)
         return;
     }
     signal_worker(w);
+}
+
+void weft__global_put(weft_fiber *const *fs, uint32_t n)
+{
+    global_put_batch(fs, n);
+    wakep();
 }
 
 /* Wake w specifically (its inbox got a fiber). */
@@ -602,6 +623,11 @@ static int fire_timers(weft__worker *v, uint64_t now, bool try)
         }
     }
     weft__lock_release(&v->tlock);
+    /* Counted by who fired them, and before the fibers can run, so that
+     * what they see in weft_stats includes their own timer. */
+    weft__worker *me = weft__cur_worker();
+    if (n && me)
+        weft__stat_add(me->st.timers_fired, (uint64_t)n);
     while (woke) {
         weft_fiber *f = woke;
         woke = f->next;
@@ -609,9 +635,6 @@ static int fire_timers(weft__worker *v, uint64_t now, bool try)
             f->wunlink(f);
         weft__ready(f);
     }
-    weft__worker *me = weft__cur_worker();
-    if (n && me)
-        weft__stat_add(me->st.timers_fired, (uint64_t)n);   /* counted by who fired them */
     return n;
 }
 
@@ -764,6 +787,8 @@ static weft_fiber *steal_work(weft__worker *w, weft__worker *take_next)
                 continue;
             weft__stat_add(w->st.steals, 1);
             weft__stat_add(w->st.stolen, got);
+            if (WEFT_UNLIKELY(weft__trace_on))
+                weft__trace_steal(w, v, got);
             weft_fiber *f = batch[got - 1];
             if (got > 1)
                 runq_push_batch(&w->rq, batch, got - 1);
@@ -977,6 +1002,7 @@ static void worker_init_thread(weft__worker *w)
     weft__tls_set(w);
     w->tsan_fiber = san_tsan_current();
     weft__crash_thread_init(w);
+    weft__diag_thread_init(w);
 }
 
 static void *worker_main(void *arg)
@@ -1076,6 +1102,7 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     if (err < 0)
         goto out;
     mainf->flags |= WEFT__MAIN;   /* no worker runs yet: nobody reads it concurrently */
+    weft__diag_start(cfg);   /* dump signal, crash reports, trace, watchdog */
 
     unsigned started = 1;
     for (unsigned i = 1; i < n; i++) {
@@ -1093,6 +1120,7 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     worker_loop(w0);
     for (unsigned i = 1; i < started; i++)
         weft__thread_join(ws[i].thread);
+    weft__diag_stop();
     if (ret)
         *ret = rt->main_ret;
     err = 0;

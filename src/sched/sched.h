@@ -80,7 +80,8 @@ static inline void weft__spin_unlock(weft__spin *l)
 enum weft__wait_kind {
     WEFT_W_NONE = 0, WEFT_W_SLEEP, WEFT_W_JOIN, WEFT_W_MUTEX, WEFT_W_COND,
     WEFT_W_SEM, WEFT_W_WG, WEFT_W_CHAN_SEND, WEFT_W_CHAN_RECV, WEFT_W_SELECT,
-    WEFT_W_FD_READ, WEFT_W_FD_WRITE, WEFT_W_POOL, WEFT_W_IO,
+    WEFT_W_FD_READ, WEFT_W_FD_WRITE,  /* wobj: the I/O layer's operation (weft__wait_fd) */
+    WEFT_W_POOL, WEFT_W_IO,
     WEFT_W_KINDS
 };
 extern const char *const weft__wait_names[WEFT_W_KINDS];
@@ -186,6 +187,12 @@ weft__worker *weft__worker_at(unsigned i);
 int  weft__worker_index(const weft__worker *w);
 bool weft__running(void);          /* a runtime is up */
 bool weft__debug_migrate(void);
+
+/* Threads of the blocking pool, kept up to date by src/io (weft_stats). */
+extern _Atomic uint32_t weft__pool_threads;
+/* Set by src/io while it runs: the fd behind the object of an FD_READ,
+ * FD_WRITE or IO wait, for weft_dump (the scheduler knows no fds). */
+extern int (*weft__wait_fd)(const void *wobj);
 
 /* Visit every fiber spawned and not yet freed (running, runnable, parked,
  * or returned and not yet joined). fn runs under the stack allocator's

@@ -116,6 +116,7 @@ void weft__fiber_free(weft__worker *w, weft_fiber *f);
  * if addr is not in f's guard (Windows reports some overflows by code). */
 size_t weft__crash_message(char *buf, size_t cap, weft_fiber *f, const void *addr,
                            bool overflow, const char *fault);
+/* richer reports: diag_posix.c sets the hook */
 extern void (*weft__crash_report_hook)(weft_fiber *f, int sig, void *uctx);
 
 /* crash_posix.c, crash_win32.c: naming the fiber that faulted */
