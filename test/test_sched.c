@@ -378,15 +378,19 @@ TEST(sched_main_return_cancels_the_rest)
 
 static _Atomic int used_workers[64];
 
+/* CPU-bound without yielding: spins until both workers have run one of
+ * these (or 20 ms, scaled for valgrind's one-thread-at-a-time), so the
+ * only way both get used is that the idle one steals. */
 static void *spin_a_while(void *arg)
 {
     volatile uint64_t x = 0;
-    uint64_t t0 = weft_now();
-    while (weft_now() - t0 < 20 * MS)
-        x++;
     int w = weft_worker_id();
     ASSERT(w >= 0 && w < 64);
     atomic_store(&used_workers[w], 1);
+    uint64_t t0 = weft_now(), limit = (uint64_t)(20 * MS * test_time_scale());
+    while (weft_now() - t0 < 20 * MS ||
+           (weft_now() - t0 < limit && !(atomic_load(&used_workers[0]) && atomic_load(&used_workers[1]))))
+        x++;
     return arg;
 }
 
@@ -441,18 +445,30 @@ TEST(sched_pinned_never_migrates)
     test_run_cfg(&four_workers, main_pinned, NULL);
 }
 
-static void pinned_under_migrate(void *arg)
+/* Run main_fn on cfg with WEFT_DEBUG_MIGRATE=1, in a child process (the
+ * scheduler reads the variable when weft_run starts), and fail with the
+ * child's output if it did. */
+struct migrating { const weft_config *cfg; void *(*main_fn)(void *); };
+
+static void migrating_child(void *arg)
 {
+    const struct migrating *m = arg;
     setenv("WEFT_DEBUG_MIGRATE", "1", 1);
-    test_run_cfg(&four_workers, main_pinned, arg);
+    test_run_cfg(m->cfg, m->main_fn, NULL);
+}
+
+static void run_migrating(const weft_config *cfg, void *(*main_fn)(void *))
+{
+    char out[4096];
+    struct migrating m = { cfg, main_fn };
+    int st = test_child(migrating_child, &m, out, sizeof out);
+    if (st != 0)
+        test_fail(__FILE__, __LINE__, "child status %d: %s", st, out);
 }
 
 TEST(sched_pinned_never_migrates_debug_migrate)
 {
-    char out[4096];
-    int st = test_child(pinned_under_migrate, NULL, out, sizeof out);
-    if (st != 0)
-        test_fail(__FILE__, __LINE__, "child status %d: %s", st, out);
+    run_migrating(&four_workers, main_pinned);
 }
 
 static void *migrating_body(void *arg)
@@ -472,18 +488,9 @@ static void *migrating_body(void *arg)
     return arg;
 }
 
-static void debug_migrate_child(void *arg)
-{
-    setenv("WEFT_DEBUG_MIGRATE", "1", 1);
-    test_run_cfg(&two_workers, migrating_body, arg);
-}
-
 TEST(sched_debug_migrate_moves_at_every_park)
 {
-    char out[4096];
-    int st = test_child(debug_migrate_child, NULL, out, sizeof out);
-    if (st != 0)
-        test_fail(__FILE__, __LINE__, "child status %d: %s", st, out);
+    run_migrating(&two_workers, migrating_body);
 }
 
 /* errno is per fiber, across switches and migrations. glibc declares
@@ -523,18 +530,9 @@ TEST(sched_errno_is_per_fiber)
     test_run_cfg(&four_workers, main_errno, NULL);
 }
 
-static void errno_migrate_child(void *arg)
-{
-    setenv("WEFT_DEBUG_MIGRATE", "1", 1);
-    test_run_cfg(&four_workers, main_errno, arg);
-}
-
 TEST(sched_errno_is_per_fiber_debug_migrate)
 {
-    char out[4096];
-    int st = test_child(errno_migrate_child, NULL, out, sizeof out);
-    if (st != 0)
-        test_fail(__FILE__, __LINE__, "child status %d: %s", st, out);
+    run_migrating(&four_workers, main_errno);
 }
 
 /* ---------------------------------------------------- fiber-local storage */
