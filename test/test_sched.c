@@ -598,3 +598,42 @@ TEST(sched_idle_runtime_does_not_spin)
 {
     test_run_cfg(&two_workers, main_idle, NULL);
 }
+
+/* A timer armed on a worker that then runs a fiber which never parks: the
+ * other worker was asleep before the timer existed, and must still come
+ * and fire it. (Without a wake-up when the timer is armed, main sleeps
+ * for ever: the spinner waits for main, main for its timer.) */
+static _Atomic int hog_go, main_woke;
+
+static void *hog_until_main_wakes(void *arg)
+{
+    atomic_store(&hog_go, 1);
+    while (!atomic_load(&main_woke))
+        ;   /* never parks, never yields */
+    return arg;
+}
+
+static void *main_timer_busy_owner(void *arg)
+{
+    weft_fiber *h;
+    /* Let the other worker settle into a sleep with no timer to wait for:
+     * after our 20 ms sleep it wakes once more, 1 ms past our timer, finds
+     * nothing, and sleeps for good; we do not park meanwhile. */
+    weft_sleep(20 * MS);
+    uint64_t t0 = weft_now();
+    while (weft_now() - t0 < 10 * MS)
+        ;
+    /* Pinned: spawning it wakes nobody, and nobody can steal it. */
+    weft_attr pin = { .flags = WEFT_PINNED };
+    ASSERT_EQ(weft_spawn(&h, &pin, hog_until_main_wakes, NULL), 0);
+    /* Our timer goes in this worker's heap; the hog runs here next. */
+    ASSERT_EQ(weft_sleep(2 * MS), 0);
+    atomic_store(&main_woke, 1);
+    ASSERT_EQ(weft_join(h, NULL), 0);
+    return arg;
+}
+
+TEST_TIMEOUT(sched_timer_fires_while_owner_busy, 20)
+{
+    test_run_cfg(&two_workers, main_timer_busy_owner, NULL);
+}

@@ -580,8 +580,16 @@ void weft__timer_arm(weft_fiber *f, uint64_t when)
     t->owner = w;
     heap_set(w, w->heap_len++, t);
     heap_up(w, t->idx);
+    bool earliest = t->idx == 0;
     atomic_store(&w->tnext, w->heap[0]->when);
     weft__lock_release(&w->tlock);
+    /* Idle workers chose how long to sleep from the timers they saw; a new
+     * earliest timer here may come before any of them wakes. If this worker
+     * then runs a fiber that never parks, nobody would fire it: wake one
+     * (it will sleep until at most 1 ms past this timer, and fire it if we
+     * are still busy). Go's addtimer does the same (wakeNetPoller). */
+    if (earliest)
+        wakep();
 }
 
 void weft__timer_disarm(weft_fiber *f)
