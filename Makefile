@@ -226,7 +226,7 @@ check-valgrind: deps-quiet
 # there hangs the child. Heavy tests (a million fibers) are skipped: emulated,
 # they take minutes.
 check-aarch64: deps-quiet
-	$(MAKE) CROSS=aarch64-linux-gnu- BUILD=build/aarch64 TEST_RUN="env WEFT_TEST_TIME_SCALE=10 WEFT_TEST_HEAVY=0 WEFT_STRESS_SECONDS=2 WEFT_STRESS_FIBERS=20000 qemu-aarch64 -L /" check
+	$(MAKE) CROSS=aarch64-linux-gnu- BUILD=build/aarch64 TEST_RUN="env WEFT_TEST_QEMU=1 WEFT_TEST_TIME_SCALE=10 WEFT_TEST_HEAVY=0 WEFT_STRESS_SECONDS=2 WEFT_STRESS_FIBERS=20000 qemu-aarch64 -L /" check
 
 check-windows: deps-quiet
 	@if [ -f src/sched/platform_win32.c ]; then \
