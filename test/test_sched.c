@@ -457,30 +457,28 @@ TEST(sched_pinned_never_migrates)
     test_run_cfg(&four_workers, main_pinned, NULL);
 }
 
-/* Run main_fn on cfg with WEFT_DEBUG_MIGRATE=1, in a child process (the
- * scheduler reads the variable when weft_run starts), and fail with the
- * child's output if it did. */
-struct migrating { const weft_config *cfg; void *(*main_fn)(void *); };
-
-static void migrating_child(void *arg)
+/* The WEFT_DEBUG_MIGRATE=1 variants run in a child process (the scheduler
+ * reads the variable when weft_run starts). On Windows the child is a new
+ * process that gets only the function, so each variant has its own. */
+static void migrating(const weft_config *cfg, void *(*main_fn)(void *))
 {
-    const struct migrating *m = arg;
     setenv("WEFT_DEBUG_MIGRATE", "1", 1);
-    test_run_cfg(m->cfg, m->main_fn, NULL);
+    test_run_cfg(cfg, main_fn, NULL);
 }
 
-static void run_migrating(const weft_config *cfg, void *(*main_fn)(void *))
+static void run_migrating(void (*child)(void *))
 {
     char out[4096];
-    struct migrating m = { cfg, main_fn };
-    int st = test_child(migrating_child, &m, out, sizeof out);
+    int st = test_child(child, NULL, out, sizeof out);
     if (st != 0)
         test_fail(__FILE__, __LINE__, "child status %d: %s", st, out);
 }
 
+static void pinned_migrating(void *arg) { (void)arg; migrating(&four_workers, main_pinned); }
+
 TEST(sched_pinned_never_migrates_debug_migrate)
 {
-    run_migrating(&four_workers, main_pinned);
+    run_migrating(pinned_migrating);
 }
 
 static void *migrating_body(void *arg)
@@ -500,9 +498,11 @@ static void *migrating_body(void *arg)
     return arg;
 }
 
+static void moving_migrating(void *arg) { (void)arg; migrating(&two_workers, migrating_body); }
+
 TEST(sched_debug_migrate_moves_at_every_park)
 {
-    run_migrating(&two_workers, migrating_body);
+    run_migrating(moving_migrating);
 }
 
 /* errno is per fiber, across switches and migrations. glibc declares
@@ -542,9 +542,11 @@ TEST(sched_errno_is_per_fiber)
     test_run_cfg(&four_workers, main_errno, NULL);
 }
 
+static void errno_migrating(void *arg) { (void)arg; migrating(&four_workers, main_errno); }
+
 TEST(sched_errno_is_per_fiber_debug_migrate)
 {
-    run_migrating(&four_workers, main_errno);
+    run_migrating(errno_migrating);
 }
 
 /* ---------------------------------------------------- fiber-local storage */
