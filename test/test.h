@@ -18,6 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* RUNNING_ON_VALGRIND: tests whose premise valgrind's one-thread-at-a-time
+ * scheduling or its own descriptors break skip themselves there. */
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
+
 /* mingw's C99 printf (__USE_MINGW_ANSI_STDIO) checks as gnu_printf */
 #ifdef __MINGW_PRINTF_FORMAT
 #define TEST_PRINTF_ __MINGW_PRINTF_FORMAT

@@ -12,11 +12,6 @@
 
 #include <stdint.h>
 
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#else
-#define RUNNING_ON_VALGRIND 0
-#endif
 
 #include "test_arch.h"
 

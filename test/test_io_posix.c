@@ -7,11 +7,6 @@
 #define _GNU_SOURCE
 #include "test_io.h"
 
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#else
-#define RUNNING_ON_VALGRIND 0
-#endif
 
 #include <errno.h>
 #include <fcntl.h>

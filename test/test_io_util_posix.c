@@ -7,11 +7,6 @@
 #include <errno.h>
 #include <sys/resource.h>
 #include <unistd.h>
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#else
-#define RUNNING_ON_VALGRIND 0
-#endif
 
 static void *nothing(void *arg) { return arg; }
 

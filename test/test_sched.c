@@ -6,11 +6,6 @@
 #define _GNU_SOURCE
 #include "test.h"
 
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#else
-#define RUNNING_ON_VALGRIND 0
-#endif
 
 #include <errno.h>
 #include <pthread.h>

@@ -157,11 +157,6 @@ TEST(stack_freed_and_reused)
  * "overflowed". Under valgrind they are skipped: valgrind ends the process
  * itself on such a fault, before any handler of ours. */
 
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#else
-#define RUNNING_ON_VALGRIND 0
-#endif
 
 static int skip_under_valgrind(void)
 {
