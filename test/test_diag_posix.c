@@ -304,7 +304,14 @@ TEST(diag_watchdog_reports_hog_once_and_hands_off)
     /* once for the hog (on a loaded machine another worker the OS kept
      * off the CPU may be reported too: not the hog's doing) */
     ASSERT_EQ(count(out, "\"hog\" has held worker"), 1);
-    ASSERT_CONTAINS(out, "hog_spin");
+    /* The backtrace comes from a signal to the hog's thread. qemu-user
+     * delivers a guest's signals late, sometimes after the moved fibers
+     * ran and the hog stopped: there the report says so instead. */
+    const char *q = getenv("WEFT_TEST_QEMU");
+    if (q && strcmp(q, "0") != 0 && strstr(out, "yielded before its backtrace was taken"))
+        printf("qemu: backtrace came too late, as reported\n");
+    else
+        ASSERT_CONTAINS(out, "hog_spin");
     ASSERT_CONTAINS(out, "watchdog reports 1, moved 2");
     ASSERT_CONTAINS(out, "held its worker: 20");
 }
