@@ -1,10 +1,12 @@
 /*
- * The run queue alone (src/sched/runq.h), driven deterministically and under
- * concurrent theft, like Go's export_test.go does for runqput/runqsteal.
+ * The run queues alone (src/sched/runq.h, src/sched/deque.h), driven
+ * deterministically and under concurrent theft, like Go's export_test.go
+ * does for runqput/runqsteal.
  * Fibers here are just distinct addresses: the ring never dereferences them.
  */
 #include "test.h"
 
+#include "sched/deque.h"
 #include "sched/runq.h"
 
 #include <pthread.h>
@@ -170,4 +172,112 @@ TEST(runq_steal_takes_about_half)
     }
     ASSERT_EQ(stolen + owned, 64000);
     ASSERT_EQ(stolen, 32000);
+}
+
+/* ------------------------------------------------------ the spawn deque */
+
+static struct weft__deque dq;
+
+TEST(deque_owner_lifo_thief_fifo)
+{
+    memset(&dq, 0, sizeof dq);
+    ASSERT(deque_pop(&dq) == NULL);
+    ASSERT(deque_steal(&dq) == NULL);
+    for (int i = 0; i < 5; i++)
+        ASSERT(deque_push(&dq, ITEM(i)));
+    ASSERT_EQ(deque_len(&dq), 5);
+    ASSERT_PTR_EQ(deque_pop(&dq), ITEM(4));     /* the owner: youngest first */
+    ASSERT_PTR_EQ(deque_steal(&dq), ITEM(0));   /* a thief: oldest first */
+    ASSERT_PTR_EQ(deque_steal(&dq), ITEM(1));
+    ASSERT_PTR_EQ(deque_pop(&dq), ITEM(3));
+    ASSERT_PTR_EQ(deque_pop(&dq), ITEM(2));     /* the last one, taken by the owner */
+    ASSERT(deque_pop(&dq) == NULL);
+    ASSERT(deque_steal(&dq) == NULL);
+    ASSERT_EQ(deque_len(&dq), 0);
+    /* and usable again after being emptied from both ends */
+    ASSERT(deque_push(&dq, ITEM(7)));
+    ASSERT_PTR_EQ(deque_steal(&dq), ITEM(7));
+    ASSERT(deque_pop(&dq) == NULL);
+}
+
+TEST(deque_full_refuses_and_wraps)
+{
+    memset(&dq, 0, sizeof dq);
+    for (int round = 0; round < 3; round++) {   /* indices run past the buffer size */
+        for (int i = 0; i < DEQUE_SIZE; i++)
+            ASSERT(deque_push(&dq, ITEM(i)));
+        ASSERT(!deque_push(&dq, ITEM(DEQUE_SIZE)));
+        ASSERT_EQ(deque_len(&dq), DEQUE_SIZE);
+        ASSERT_PTR_EQ(deque_steal(&dq), ITEM(0));
+        ASSERT(deque_push(&dq, ITEM(DEQUE_SIZE)));   /* a steal made room */
+        for (int i = DEQUE_SIZE; i >= 1; i--)
+            ASSERT_PTR_EQ(deque_pop(&dq), ITEM(i));
+        ASSERT(deque_pop(&dq) == NULL);
+    }
+}
+
+static _Atomic long dq_stolen;
+
+static void *deque_thief(void *arg)
+{
+    (void)arg;
+    long got = 0;
+    for (;;) {
+        struct weft_fiber *f = deque_steal(&dq);
+        if (f) {
+            atomic_fetch_add(&seen[INDEX(f)], 1);
+            got++;
+        } else if (atomic_load(&done_pushing) && deque_len(&dq) == 0) {
+            break;
+        }
+    }
+    atomic_fetch_add(&dq_stolen, got);
+    return NULL;
+}
+
+/* One owner pushes and pops (often down to the last item, the one race
+ * the deque has), three thieves steal: every item is taken exactly once,
+ * and both sides get some. */
+TEST(deque_concurrent_steal_exactly_once)
+{
+    memset(&dq, 0, sizeof dq);
+    for (size_t i = 0; i < NITEMS; i++)
+        atomic_store(&seen[i], 0);
+    atomic_store(&done_pushing, 0);
+    atomic_store(&dq_stolen, 0);
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        pthread_create(&th[i], NULL, deque_thief, NULL);
+    long owner = 0;
+    for (size_t i = 0; i < NITEMS; i++) {
+        while (!deque_push(&dq, ITEM(i))) {
+            struct weft_fiber *g = deque_pop(&dq);
+            if (g) {
+                atomic_fetch_add(&seen[INDEX(g)], 1);
+                owner++;
+            }
+        }
+        /* pop often, so the deque is often one item deep */
+        if (i % 3 != 0) {
+            struct weft_fiber *g = deque_pop(&dq);
+            if (g) {
+                atomic_fetch_add(&seen[INDEX(g)], 1);
+                owner++;
+            }
+        }
+    }
+    struct weft_fiber *g;
+    while ((g = deque_pop(&dq))) {
+        atomic_fetch_add(&seen[INDEX(g)], 1);
+        owner++;
+    }
+    atomic_store(&done_pushing, 1);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    for (size_t i = 0; i < NITEMS; i++)
+        if (atomic_load(&seen[i]) != 1)
+            test_fail(__FILE__, __LINE__, "item %zu taken %d times", i, atomic_load(&seen[i]));
+    ASSERT_EQ(owner + atomic_load(&dq_stolen), NITEMS);
+    ASSERT_GT(owner, 0);
+    printf("owner took %ld, thieves %ld\n", owner, atomic_load(&dq_stolen));
 }

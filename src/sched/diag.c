@@ -327,13 +327,15 @@ __attribute__((noinline)) int weft_dump(int fd)
         return -ENOMEM;
     d->self_n = weft__unwind_self(d->self_pcs, DUMP_FRAMES, 1);
     struct weft__text *t = &d->t;
-    uint64_t alive = (uint64_t)atomic_load(&weft__rt.nlive);
+    int64_t nlive = weft__live_fibers();
+    uint64_t alive = nlive > 0 ? (uint64_t)nlive : 0;
     weft__text_printf(t, "weft: dump of %llu fibers on %u workers\n",
                       (unsigned long long)alive, weft__rt.n);
     for (unsigned i = 0; i < weft__rt.n; i++) {
         weft__worker *w = &weft__rt.workers[i];
         weft__text_printf(t, "worker %u: %u queued, %llu switches, %llu steals, %llu parks\n", i,
-                          runq_len(&w->rq) + (atomic_load(&w->rq.next) != NULL),
+                          runq_len(&w->rq) + (unsigned)deque_len(&w->dq) +
+                              (atomic_load(&w->rq.next) != NULL),
                           (unsigned long long)atomic_load(&w->st.switches),
                           (unsigned long long)atomic_load(&w->st.steals),
                           (unsigned long long)atomic_load(&w->st.parks));
@@ -357,7 +359,7 @@ int weft_stats(weft_stats_t *st)
     memset(st, 0, sizeof *st);
     st->workers = weft__rt.n;
     st->reported = st->workers < WEFT_STATS_WORKERS ? st->workers : WEFT_STATS_WORKERS;
-    int64_t live = atomic_load(&weft__rt.nlive);
+    int64_t live = weft__live_fibers();
     st->alive = live > 0 ? (uint64_t)live : 0;
     st->pool_threads = atomic_load(&weft__pool_threads);
     st->watchdog_reports = atomic_load(&weft__wd_reports);

@@ -32,8 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-void weft__sched_fiber_gone(void);
-
 #define STACK_CACHE_MAX 256   /* freed stacks a worker keeps for its next spawns */
 
 /* ---------------------------------------------------------- all fibers */
@@ -168,15 +166,33 @@ static void fls_run_destructors(weft_fiber *self)
 
 /* --------------------------------------------------------- life cycle */
 
-static void fiber_entry(void *arg)
+/* The first switch to a fiber calls this with the switch's value: the
+ * fiber that handed over the CPU, or NULL from the loop (weft__switch_out). */
+static void fiber_entry(void *prev)
 {
-    weft_fiber *self = arg;
-    weft__fiber_entry_finish(self);
+    weft_fiber *self = weft__cur_fiber();
+    weft__fiber_entry_finish(self, prev);
     self->ret = self->fn(self->arg);
     if (self->fls)
         fls_run_destructors(self);
     weft__switch_out(self, WEFT_POST_EXIT);
     weft__panic(__FILE__, __LINE__, "a returned fiber was resumed");
+}
+
+/* Fiber ids: unique for the life of the process, increasing in spawn order
+ * on each worker. A worker takes them ID_BLOCK at a time from the global
+ * counter, so that spawns on different workers do not fight over its line. */
+#define ID_BLOCK 1024
+
+static uint64_t next_id(weft__worker *w)
+{
+    if (!w)
+        return atomic_fetch_add_explicit(&weft__rt.next_id, 1, memory_order_relaxed);
+    if (w->id_next == w->id_end) {
+        w->id_next = atomic_fetch_add_explicit(&weft__rt.next_id, ID_BLOCK, memory_order_relaxed);
+        w->id_end = w->id_next + ID_BLOCK;
+    }
+    return w->id_next++;
 }
 
 int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), void *arg)
@@ -215,7 +231,7 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
     f->arg = arg;
     f->deadline = -1;
     f->timer.idx = SIZE_MAX;
-    f->id = atomic_fetch_add_explicit(&weft__rt.next_id, 1, memory_order_relaxed);
+    f->id = next_id(w);
     if (attr && attr->name) {
         strncpy(f->name, attr->name, WEFT_NAME_MAX - 1);
         f->name[WEFT_NAME_MAX - 1] = 0;
@@ -227,11 +243,13 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
     weft__ctx_make(&f->ctx, s->lo, (size_t)((char *)f - s->lo), fiber_entry);
     f->tsan_fiber = san_tsan_create();
 
-    atomic_fetch_add(&weft__rt.nlive, 1);
-    atomic_store_explicit(&f->magic, WEFT_FIBER_MAGIC, memory_order_relaxed);
-    atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_release);   /* visible to walkers */
+    /* Counted before anyone can see it run (weft__live_fibers, all_gone). */
     if (w)
         weft__stat_add(w->st.spawned, 1);
+    else
+        atomic_fetch_add(&weft__rt.ext_spawned, 1);
+    atomic_store_explicit(&f->magic, WEFT_FIBER_MAGIC, memory_order_relaxed);
+    atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_release);   /* visible to walkers */
     if (out)
         *out = f;
     weft__ready_new(f, w);
@@ -263,7 +281,11 @@ static void cancel_one(weft_fiber *f, void *arg)
 /* On the worker's stack, after f switched away for the last time. */
 void weft__fiber_finish(weft__worker *w, weft_fiber *f)
 {
-    weft__stat_add(w->st.exited, 1);
+    /* Release: whoever counts this exit sees the spawns that led to it
+     * (all_gone in sched.c). */
+    atomic_store_explicit(&w->st.exited,
+                          atomic_load_explicit(&w->st.exited, memory_order_relaxed) + 1,
+                          memory_order_release);
     if (f->flags & WEFT__MAIN) {
         weft__rt.main_ret = f->ret;
         atomic_store(&weft__rt.cancel_all, 1);
@@ -271,7 +293,6 @@ void weft__fiber_finish(weft__worker *w, weft_fiber *f)
         weft__each_fiber(cancel_one, NULL);
         atomic_store_explicit(&f->state, WEFT_F_DEAD, memory_order_relaxed);
         weft__fiber_free(w, f);
-        weft__sched_fiber_gone();
         return;
     }
     weft__spin_lock(&f->jlock);
@@ -285,7 +306,6 @@ void weft__fiber_finish(weft__worker *w, weft_fiber *f)
             weft__ready(j);
         weft__spin_unlock(&f->jlock);   /* the joiner may free f from here on */
     }
-    weft__sched_fiber_gone();
 }
 
 static bool valid(const weft_fiber *f)

@@ -79,41 +79,58 @@ static inline bool runq_push(struct weft__runq *q, struct weft_fiber *f)
 }
 
 /* Owner only. Put f in the next slot; returns the fiber it displaced (to be
- * pushed on the ring) or NULL. */
+ * queued elsewhere) or NULL. Thieves only ever change the slot from a fiber
+ * to NULL, so an empty slot is filled with a plain store: no locked
+ * instruction on the common path. */
 static inline struct weft_fiber *runq_put_next(struct weft__runq *q, struct weft_fiber *f)
 {
+    if (!atomic_load_explicit(&q->next, memory_order_relaxed)) {
+        atomic_store_explicit(&q->next, f, memory_order_release);
+        return NULL;
+    }
     return atomic_exchange_explicit(&q->next, f, memory_order_acq_rel);
 }
 
-/* Owner only. Take from the next slot (unless skip_next) then the ring. */
-static inline struct weft_fiber *runq_get(struct weft__runq *q, bool skip_next, bool *was_next)
+/* Owner only. Take the fiber in the next slot, or NULL. */
+static inline struct weft_fiber *runq_take_next(struct weft__runq *q)
 {
-    *was_next = false;
-    if (!skip_next) {
-        struct weft_fiber *n = atomic_load_explicit(&q->next, memory_order_relaxed);
-        if (n && atomic_compare_exchange_strong_explicit(&q->next, &n, NULL,
-                                                         memory_order_acquire, memory_order_relaxed)) {
-            *was_next = true;
-            return n;
-        }
-    }
+    struct weft_fiber *n = atomic_load_explicit(&q->next, memory_order_relaxed);
+    if (n && atomic_compare_exchange_strong_explicit(&q->next, &n, NULL,
+                                                     memory_order_acquire, memory_order_relaxed))
+        return n;
+    return NULL;
+}
+
+/* Owner only. Take the oldest fiber on the ring, or NULL. */
+static inline struct weft_fiber *runq_take_ring(struct weft__runq *q)
+{
     for (;;) {
         uint32_t h = atomic_load_explicit(&q->head, memory_order_acquire);
         uint32_t t = atomic_load_explicit(&q->tail, memory_order_relaxed);
         if (t == h)
-            break;
+            return NULL;
         struct weft_fiber *f = atomic_load_explicit(&q->buf[h % RUNQ_SIZE], memory_order_relaxed);
         if (atomic_compare_exchange_weak_explicit(&q->head, &h, h + 1,
                                                   memory_order_release, memory_order_relaxed))
             return f;
     }
-    if (skip_next) {   /* the ring was empty: the next slot is all there is */
-        struct weft_fiber *n = atomic_exchange_explicit(&q->next, NULL, memory_order_acquire);
-        if (n)
-            *was_next = true;
-        return n;
+}
+
+/* Owner only. Take from the next slot then the ring; with skip_next, from
+ * the ring then the next slot. */
+static inline struct weft_fiber *runq_get(struct weft__runq *q, bool skip_next, bool *was_next)
+{
+    struct weft_fiber *f;
+    *was_next = false;
+    if (!skip_next && (f = runq_take_next(q))) {
+        *was_next = true;
+        return f;
     }
-    return NULL;
+    if ((f = runq_take_ring(q)))
+        return f;
+    if (skip_next && (f = runq_take_next(q)))   /* the ring was empty: the next slot is all there is */
+        *was_next = true;
+    return f;
 }
 
 /* Any thread. Copy up to half of q's items (rounded up) into out[] and

@@ -159,14 +159,16 @@ static uint32_t fastrand(weft__worker *w)
 
 /* ------------------------------------------------------------- switching */
 
-/* Worker loop -> fiber. Runs on the worker's stack; returns when the fiber
- * switches back, with w->post saying why. */
-static void run_fiber(weft__worker *w, weft_fiber *f)
+/* Make f the fiber running on w. Called by whoever is about to switch to
+ * f: the loop (run_fiber) or a fiber handing the CPU straight to the next
+ * one (weft__switch_out).
+ *
+ * f may have been readied before its previous worker finished switching
+ * away from it, or a backtrace may be holding it still (weft__fiber_hold):
+ * wait for on_cpu to drop, and take it by CAS so that exactly one of us
+ * owns the stack. */
+static inline void take_cpu(weft__worker *w, weft_fiber *f)
 {
-    /* The fiber may have been readied before its previous worker finished
-     * switching away from it, or a backtrace may be holding it still
-     * (weft__fiber_hold): wait for on_cpu to drop, and take it by CAS so
-     * that exactly one of us owns the stack. */
     int off = 0;
     if (WEFT_UNLIKELY(!atomic_compare_exchange_strong_explicit(&f->on_cpu, &off, 1,
                                                                memory_order_acquire,
@@ -186,67 +188,168 @@ static void run_fiber(weft__worker *w, weft_fiber *f)
     atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
     __atomic_store_n(&w->cur, f, __ATOMIC_RELEASE);   /* the watchdog reads f through it: a plain mov on x86 */
     weft__stat_add(w->st.switches, 1);
-    errno = f->saved_errno;
     if (WEFT_UNLIKELY(weft__trace_on))
         weft__trace_resume(w, f);
+}
 
-    san_asan_start(&w->asan_fake, f->stack->lo, (size_t)(f->stack->hi - f->stack->lo));
-    san_tsan_switch(f->tsan_fiber);
-    weft__ctx_switch(&w->sched_ctx, &f->ctx, f);
-    san_asan_finish(w->asan_fake, NULL, NULL);
-
-    f->saved_errno = errno;
-    __atomic_store_n(&w->cur, NULL, __ATOMIC_RELAXED);
+/* prev has just switched away and nothing runs on its stack any more: do
+ * what it asked for in w->post. Runs first thing on whichever stack was
+ * resumed (the loop's, or the next fiber's), before any other code of its
+ * own: that is what makes it safe to requeue prev here, where another
+ * worker may resume it at once, or to free its stack. */
+static void finish_switch(weft__worker *w, weft_fiber *prev)
+{
     if (WEFT_UNLIKELY(weft__trace_on))
-        weft__trace_switched(w, f);
-    if (WEFT_UNLIKELY(weft__stack_check(f->stack) != 0)) {
+        weft__trace_switched(w, prev);
+    if (WEFT_UNLIKELY(weft__stack_check(prev->stack) != 0)) {
         fprintf(stderr, "weft: fiber %llu \"%s\" overflowed its %zu-byte stack "
-                "(canary destroyed)\n", (unsigned long long)f->id, f->name,
-                (size_t)(f->stack->hi - f->stack->lo));
+                "(canary destroyed)\n", (unsigned long long)prev->id, prev->name,
+                (size_t)(prev->stack->hi - prev->stack->lo));
         abort();
     }
     switch (w->post) {
     case WEFT_POST_EXIT:
-        weft__fiber_finish(w, f);   /* f never runs again; no on_cpu handshake */
+        weft__fiber_finish(w, prev);   /* prev never runs again; no on_cpu handshake */
         break;
     case WEFT_POST_YIELD:
-        atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_relaxed);
-        atomic_store_explicit(&f->on_cpu, 0, memory_order_release);
-        if (f->home) {
+        atomic_store_explicit(&prev->state, WEFT_F_RUNNABLE, memory_order_relaxed);
+        atomic_store_explicit(&prev->on_cpu, 0, memory_order_release);
+        if (prev->home) {
             /* pinned: its inbox is the only queue it may be on */
-            weft__ready(f);
-        } else if (!runq_push(&w->rq, f)) {
-            weft__ready(f);   /* ring full: the overflow path moves half */
+            weft__ready(prev);
+        } else if (!runq_push(&w->rq, prev)) {
+            weft__ready(prev);   /* ring full: the overflow path moves half */
         }
         break;
     case WEFT_POST_PARK:
-        atomic_store_explicit(&f->state, WEFT_F_PARKED, memory_order_relaxed);
-        atomic_store_explicit(&f->on_cpu, 0, memory_order_release);
+        atomic_store_explicit(&prev->state, WEFT_F_PARKED, memory_order_relaxed);
+        atomic_store_explicit(&prev->on_cpu, 0, memory_order_release);
         break;
     default:
         weft__panic(__FILE__, __LINE__, "unknown post-switch action");
     }
 }
 
-/* Fiber -> its worker's loop. */
+/* Worker loop -> fiber. Runs on the worker's stack; returns when control
+ * comes back to the loop, which may be from another fiber than f (f may
+ * have handed the CPU on directly: see weft__switch_out). */
+static void run_fiber(weft__worker *w, weft_fiber *f)
+{
+    take_cpu(w, f);
+    san_asan_start(&w->asan_fake, f->stack->lo, (size_t)(f->stack->hi - f->stack->lo));
+    san_tsan_switch(f->tsan_fiber);
+    weft_fiber *prev = weft__ctx_switch(&w->sched_ctx, &f->ctx, NULL);
+    san_asan_finish(w->asan_fake, NULL, NULL);
+    __atomic_store_n(&w->cur, NULL, __ATOMIC_RELAXED);
+    finish_switch(w, prev);
+}
+
+static int fire_timers(weft__worker *v, uint64_t now, bool try);
+
+/* w's own queues, in order: the next slot, the spawn deque (youngest
+ * first), the ring (oldest first). After 61 picks in a row from the first
+ * two, the ring goes first once: a ping-ponging pair or a tree of spawns
+ * cannot starve the woken fibers queued there. Owner only. */
+static weft_fiber *local_pick(weft__worker *w)
+{
+    weft_fiber *f;
+    if (WEFT_UNLIKELY(w->streak >= 61)) {
+        w->streak = 0;
+        if ((f = runq_take_ring(&w->rq)))
+            return f;
+    }
+    if ((f = runq_take_next(&w->rq)) || (f = deque_pop(&w->dq))) {
+        w->streak++;
+        return f;
+    }
+    w->streak = 0;
+    return runq_take_ring(&w->rq);
+}
+
+/* The fiber a switching-away fiber may hand the CPU to without a trip
+ * through the loop: what local_work would pick from w's own run queue,
+ * on the schedules where local_work would look nowhere else. The 61st
+ * schedule (global queue and inbox first) and due timers are left to the
+ * loop, so the fairness rules of QUEUES and TIMERS hold unchanged. */
+static weft_fiber *direct_next(weft__worker *w)
+{
+    uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed) + 1;
+    if (tick % 61 == 0)
+        return NULL;
+    uint64_t tnext = atomic_load_explicit(&w->tnext, memory_order_relaxed);
+    if (tnext != UINT64_MAX && tnext <= weft__now())
+        return NULL;
+    weft_fiber *f = local_pick(w);
+    if (f)
+        atomic_store_explicit(&w->tick, tick, memory_order_relaxed);   /* read by thieves */
+    return f;
+}
+
+/* errno through a call the compiler cannot see into: glibc declares
+ * __errno_location const, so within one function the compiler may reuse
+ * the address it computed before a switch, which after a migration is the
+ * old thread's errno (DESIGN.md, "errno and TLS"). */
+__attribute__((noinline)) static int get_errno(void)
+{
+    __asm__ volatile("" ::: "memory");
+    return errno;
+}
+
+__attribute__((noinline)) static void set_errno(int v)
+{
+    __asm__ volatile("" ::: "memory");
+    errno = v;
+}
+
+/* Fiber -> the next fiber, or its worker's loop.
+ *
+ * The common case costs one switch, not two: when the worker's own run
+ * queue has a fiber to run next (a receiver the sender just readied, the
+ * child a parent is about to join), we switch straight to it and it
+ * finishes our switch for us (finish_switch) on its own stack. Only when
+ * the local queue is empty, or a fairness check is due, do we go back to
+ * the loop, which looks at the other queues, the poller and the thieves.
+ * Every switch carries the fiber that made it as the switch's value, so
+ * the resumed side always knows whose switch to finish (NULL: it came
+ * from the loop, which finished it already). */
 void weft__switch_out(weft_fiber *self, int post)
 {
     weft__worker *w = self->worker;
     w->post = post;
-    san_asan_start(post == WEFT_POST_EXIT ? NULL : &self->asan_fake, w->sched_bottom, w->sched_size);
-    san_tsan_switch(w->tsan_fiber);
-    weft__ctx_switch(&self->ctx, &w->sched_ctx, NULL);
-    /* Resumed, perhaps on another worker: self->worker was updated by the
-     * loop that resumed us; read nothing cached from before the switch. */
+    self->saved_errno = get_errno();
+    weft_fiber *g = direct_next(w);
+    weft_fiber *prev;
+    if (g) {
+        weft__assert(g != self);   /* self is queued only by finish_switch, after this */
+        take_cpu(w, g);
+        san_asan_start(post == WEFT_POST_EXIT ? NULL : &self->asan_fake, g->stack->lo,
+                       (size_t)(g->stack->hi - g->stack->lo));
+        san_tsan_switch(g->tsan_fiber);
+        prev = weft__ctx_switch(&self->ctx, &g->ctx, self);
+    } else {
+        san_asan_start(post == WEFT_POST_EXIT ? NULL : &self->asan_fake, w->sched_bottom,
+                       w->sched_size);
+        san_tsan_switch(w->tsan_fiber);
+        prev = weft__ctx_switch(&self->ctx, &w->sched_ctx, self);
+    }
+    /* Resumed, perhaps on another worker: self->worker was updated by
+     * whoever resumed us; read nothing cached from before the switch. */
     w = self->worker;
-    san_asan_finish(self->asan_fake, &w->sched_bottom, &w->sched_size);
+    san_asan_finish(self->asan_fake, prev ? NULL : &w->sched_bottom, prev ? NULL : &w->sched_size);
+    if (prev)
+        finish_switch(w, prev);
+    set_errno(self->saved_errno);
 }
 
-void weft__fiber_entry_finish(weft_fiber *self)
+/* First thing a fresh fiber does: what weft__switch_out does after its
+ * switch returns. prev is the fiber that switched to it, or NULL. */
+void weft__fiber_entry_finish(weft_fiber *self, weft_fiber *prev)
 {
     weft__worker *w = self->worker;
-    san_asan_finish(NULL, &w->sched_bottom, &w->sched_size);
-    (void)w;
+    san_asan_finish(NULL, prev ? NULL : &w->sched_bottom, prev ? NULL : &w->sched_size);
+    if (prev)
+        finish_switch(w, prev);
+    set_errno(self->saved_errno);
 }
 
 /* --------------------------------------------------------------- queues */
@@ -430,25 +533,38 @@ static void inbox_put(weft__worker *w, weft_fiber *f)
         wake_worker(w);
 }
 
+/* Queue a fiber that some worker should take: stealable work appeared, so
+ * make sure somebody looks (wakep). A worker blocked in the poller wakes
+ * others itself when it returns. */
+static void offer(weft__worker *w, weft_fiber *f, bool spawned)
+{
+    if (!spawned || !deque_push(&w->dq, f))
+        local_put(w, f);
+    if (!atomic_load_explicit(&w->in_poll, memory_order_relaxed))
+        wakep();
+}
+
 /* Put f in w's next slot, where w runs it as soon as its current fiber
- * parks or yields, and make sure some worker is looking (wakep). Usually
- * the fiber now running parks a moment later (a sender readying its
- * receiver, a spawner its child) and the woken worker finds nothing; but
- * if it runs on, the woken worker takes the fiber from the next slot once
- * it has sat there a whole spin window (spin_for_work). The wasted wakes
- * are cheap: while the woken worker spins, further wakep calls see it and
- * make no system call (about one futex call per 50-100 wake-ups in
- * bench_sched's ping-pong on two workers). Waking nobody for a next-slot
- * fiber, as Tokio does for its LIFO slot, saved those calls but left a
- * fiber spawned by a busy fiber waiting until the watchdog moved it
- * (test diag_watchdog_off_starves: forever, with the watchdog off). */
-static void put_next(weft__worker *w, weft_fiber *f)
+ * parks or yields: a sender readying its receiver, a spawner its child,
+ * and usually the fiber now running parks a moment later. Filling an empty
+ * next slot wakes nobody. Waking a worker for it (Go's ready() does) costs
+ * the waker a fence and a read of lines the idle workers write, on every
+ * ready, for a fiber that is nearly always run here a moment later: in
+ * bench_sched's ping-pong on two workers, 156 ns a round trip with the
+ * wake against 125 without, the one-worker figure. The fiber the slot
+ * held before goes where thieves see it (the spawn deque, or the ring for
+ * a woken fiber), and that does wake someone.
+ *
+ * If the running fiber does not park, the fiber in the next slot waits for
+ * it, up to IDLE_WATCH_NS: an idle worker, while any other worker is busy,
+ * sleeps no longer than that and then takes a next slot whose owner has
+ * not scheduled since (find_runnable). The watchdog, when on, moves it at
+ * its own period too. */
+static void put_next(weft__worker *w, weft_fiber *f, bool spawned)
 {
     weft_fiber *old = runq_put_next(&w->rq, f);
     if (old)
-        local_put(w, old);
-    if (!atomic_load_explicit(&w->in_poll, memory_order_relaxed))
-        wakep();   /* a worker in the poller wakes others when it returns */
+        offer(w, old, spawned);
 }
 
 void weft__ready(weft_fiber *f)
@@ -469,10 +585,11 @@ void weft__ready(weft_fiber *f)
         wakep();
         return;
     }
-    put_next(w, f);
+    put_next(w, f, false);
 }
 
-/* A new fiber from spawn: like ready, but it has no previous worker. */
+/* A new fiber from spawn: like ready, but it has no previous worker, and
+ * the sibling it pushes out of the next slot goes to the spawn deque. */
 void weft__ready_new(weft_fiber *f, weft__worker *w)
 {
     if (f->home || !w) {
@@ -486,7 +603,7 @@ void weft__ready_new(weft_fiber *f, weft__worker *w)
         return;
     }
     f->worker = w;
-    put_next(w, f);
+    put_next(w, f, true);
 }
 
 void weft__yield(weft_fiber *self)
@@ -751,21 +868,23 @@ int weft__wait_park_nointr(weft_fiber *self)
 /* ---------------------------------------------------------- finding work */
 
 /* Work that another worker could take: the global queue, our inbox, any
- * ring. Other workers' next slots do not count: each belongs to a fiber
- * its owner is about to run (see steal_work). */
+ * ring or spawn deque. Other workers' next slots do not count: each belongs
+ * to a fiber its owner is about to run (see steal_work). */
 static bool any_work(weft__worker *w)
 {
     if (atomic_load(&weft__rt.gn) || atomic_load(&w->inbox_n))
         return true;
     for (unsigned i = 0; i < weft__rt.n; i++) {
         weft__worker *v = &weft__rt.workers[i];
-        if (runq_len(&v->rq) || (v == w && !runq_empty(&w->rq)))
+        if (runq_len(&v->rq) || deque_len(&v->dq) || (v == w && !runq_empty(&w->rq)))
             return true;
     }
     return false;
 }
 
-/* Steal half of another worker's ring. A victim's next slot is taken only
+/* Steal half of another worker's ring or, if it is empty, the oldest fiber
+ * of its spawn deque (the biggest piece of work it has: see deque.h). A
+ * victim's next slot is taken only
  * when take_next names that victim: the fiber there was just readied by
  * the fiber its owner is running, which usually parks a moment later and
  * lets the owner run it (a sender and its receiver, a spawner and its
@@ -790,7 +909,11 @@ static weft_fiber *steal_work(weft__worker *w, weft__worker *take_next)
                 if (f)
                     return f;
             }
-            uint32_t got = runq_grab(&v->rq, batch, v == take_next);
+            uint32_t got = runq_grab(&v->rq, batch, false);
+            if (got == 0 && (batch[0] = deque_steal(&v->dq)))
+                got = 1;
+            if (got == 0 && v == take_next)
+                got = runq_grab(&v->rq, batch, true);
             if (got == 0)
                 continue;
             weft__stat_add(w->st.steals, 1);
@@ -816,15 +939,38 @@ static void stop_spinning(weft__worker *w)
 #define SPIN_NS 20000
 #define TRIM_BATCH 512   /* stacks trimmed per trip to idle */
 
+#define IDLE_WATCH_NS 1000000   /* an idle worker's longest sleep while others are busy */
+#define TICKS_WATCHED 64
+
+/* "Stuck" is a worker whose schedule count (tick) has not moved since
+ * snapshot_ticks while a fiber waits in its next slot: its owner has been
+ * running one fiber all that time. */
+static void snapshot_ticks(uint32_t ticks[TICKS_WATCHED])
+{
+    unsigned n = weft__rt.n < TICKS_WATCHED ? weft__rt.n : TICKS_WATCHED;
+    for (unsigned i = 0; i < n; i++)
+        ticks[i] = atomic_load_explicit(&weft__rt.workers[i].tick, memory_order_relaxed);
+}
+
+static weft__worker *find_stuck(weft__worker *w, const uint32_t ticks[TICKS_WATCHED])
+{
+    unsigned n = weft__rt.n < TICKS_WATCHED ? weft__rt.n : TICKS_WATCHED;
+    for (unsigned i = 0; i < n; i++) {
+        weft__worker *v = &weft__rt.workers[i];
+        if (v != w && atomic_load_explicit(&v->tick, memory_order_relaxed) == ticks[i] &&
+            atomic_load_explicit(&v->rq.next, memory_order_relaxed))
+            return v;
+    }
+    return NULL;
+}
+
 /* Spin up to SPIN_NS for work to appear. Returns true to look again: work
  * appeared, or a victim's next slot went untouched for the whole window
  * (its owner is stuck in one fiber), in which case *stuck names it. */
 static bool spin_for_work(weft__worker *w, weft__worker **stuck)
 {
-    uint32_t ticks[64];
-    unsigned n = weft__rt.n < 64 ? weft__rt.n : 64;
-    for (unsigned i = 0; i < n; i++)
-        ticks[i] = atomic_load_explicit(&weft__rt.workers[i].tick, memory_order_relaxed);
+    uint32_t ticks[TICKS_WATCHED];
+    snapshot_ticks(ticks);
     uint64_t until = weft__now() + SPIN_NS;
     do {
         for (int i = 0; i < 64; i++)
@@ -832,20 +978,12 @@ static bool spin_for_work(weft__worker *w, weft__worker **stuck)
         if (any_work(w) || atomic_load_explicit(&weft__rt.shutdown, memory_order_relaxed))
             return true;
     } while (weft__now() < until);
-    for (unsigned i = 0; i < n; i++) {
-        weft__worker *v = &weft__rt.workers[i];
-        if (v != w && atomic_load_explicit(&v->tick, memory_order_relaxed) == ticks[i] &&
-            atomic_load_explicit(&v->rq.next, memory_order_relaxed)) {
-            *stuck = v;
-            return true;
-        }
-    }
-    return false;
+    *stuck = find_stuck(w, ticks);
+    return *stuck != NULL;
 }
 
 static weft_fiber *local_work(weft__worker *w)
 {
-    bool was_next;
     weft_fiber *f;
     uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed) + 1;
     atomic_store_explicit(&w->tick, tick, memory_order_relaxed);   /* read by thieves */
@@ -855,12 +993,8 @@ static weft_fiber *local_work(weft__worker *w)
         return f;
     if (atomic_load_explicit(&w->tnext, memory_order_relaxed) != UINT64_MAX)
         fire_timers(w, weft__now(), false);   /* the clock only when a timer is armed */
-    f = runq_get(&w->rq, w->next_streak >= 61, &was_next);
-    if (f) {
-        w->next_streak = was_next ? w->next_streak + 1 : 0;
+    if ((f = local_pick(w)))
         return f;
-    }
-    w->next_streak = 0;
     if ((f = inbox_take(w)))
         return f;
     return global_get(w, RUNQ_SIZE / 2);
@@ -908,6 +1042,40 @@ static void worker_sleep(weft__worker *w, int64_t timeout)
     }
     atomic_store(&w->permit, 0);
 }
+
+/* Fibers spawned and not yet returned: counted per worker, so that spawn
+ * and exit touch no shared cache line (a single atomic counter was the
+ * hottest line of skynet on two workers). The sums are a snapshot. */
+int64_t weft__live_fibers(void)
+{
+    int64_t n = (int64_t)atomic_load(&weft__rt.ext_spawned);
+    for (unsigned i = 0; i < weft__rt.n; i++) {
+        weft__worker *w = &weft__rt.workers[i];
+        n += (int64_t)(atomic_load(&w->st.spawned) - atomic_load(&w->st.exited));
+    }
+    return n;
+}
+
+/* Have all fibers returned? Exact, although the counters move while we
+ * read them, because they only grow and we read every exit count before
+ * any spawn count: E (exits seen) is at most the exits up to the last of
+ * those reads, S (spawns seen) at least the spawns up to then, and a
+ * fiber's spawn is counted before it can run, let alone exit (the exit
+ * count is stored with release, read with acquire). So S == E means that
+ * at that moment nothing was alive, and with main returned nothing can
+ * spawn again. */
+static bool all_gone(void)
+{
+    uint64_t e = 0, s = 0;
+    for (unsigned i = 0; i < weft__rt.n; i++)
+        e += atomic_load_explicit(&weft__rt.workers[i].st.exited, memory_order_acquire);
+    s += atomic_load(&weft__rt.ext_spawned);
+    for (unsigned i = 0; i < weft__rt.n; i++)
+        s += atomic_load_explicit(&weft__rt.workers[i].st.spawned, memory_order_acquire);
+    return s == e;
+}
+
+static void shutdown_all(void);
 
 /* Find a fiber to run, sleeping while there is none. NULL: shut down. */
 static weft_fiber *find_runnable(weft__worker *w)
@@ -967,6 +1135,12 @@ static weft_fiber *find_runnable(weft__worker *w)
         if (was_spinning)
             atomic_fetch_sub(&weft__rt.nspinning, 1);
         atomic_thread_fence(memory_order_seq_cst);
+        /* The end of weft_run: main returned and every fiber with it. The
+         * last worker to get here sees it: its exit counts came before its
+         * fence, and a worker that exits a fiber after ours comes here
+         * after it (see all_gone). */
+        if (atomic_load(&weft__rt.main_done) && all_gone())
+            shutdown_all();
         if (any_work(w) || atomic_load(&weft__rt.shutdown)) {
             weft__lock_acquire(&weft__rt.idle_lock);
             bool removed = idle_remove_locked(w);
@@ -984,10 +1158,23 @@ static weft_fiber *find_runnable(weft__worker *w)
         int64_t timeout = sleep_timeout(w);
         if (weft__stack_trim(TRIM_BATCH) && (timeout < 0 || timeout > 10000000))
             timeout = 10000000;
+        /* While another worker is busy, wake now and then to take a fiber
+         * left in its next slot by a fiber that went on running (put_next).
+         * When every worker is idle there is nothing to watch: no timeout. */
+        uint32_t ticks[TICKS_WATCHED];
+        bool watch = weft__rt.n > 1 && atomic_load(&weft__rt.nidle) < weft__rt.n;
+        if (watch) {
+            snapshot_ticks(ticks);
+            if (timeout < 0 || timeout > IDLE_WATCH_NS)
+                timeout = IDLE_WATCH_NS;
+        }
         worker_sleep(w, timeout);
         weft__lock_acquire(&weft__rt.idle_lock);
         idle_remove_locked(w);   /* timed out, or woken by a targeted wake */
         weft__lock_release(&weft__rt.idle_lock);
+        weft__worker *stuck_v;
+        if (watch && (stuck_v = find_stuck(w, ticks)) && (f = steal_work(w, stuck_v)))
+            goto found;
         continue;
 found:
         if (w->spinning)
@@ -1035,14 +1222,6 @@ static void shutdown_all(void)
     }
 }
 
-/* A fiber returned: called by fiber.c once it is accounted for. */
-void weft__sched_fiber_gone(void);
-void weft__sched_fiber_gone(void)
-{
-    if (atomic_fetch_sub(&weft__rt.nlive, 1) == 1 && atomic_load(&weft__rt.main_done))
-        shutdown_all();
-}
-
 static unsigned env_unsigned(const char *name, unsigned dflt)
 {
     const char *s = getenv(name);
@@ -1084,7 +1263,7 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     rt->idle = NULL;
     atomic_store(&rt->nidle, 0);
     atomic_store(&rt->nspinning, 0);
-    atomic_store(&rt->nlive, 0);
+    atomic_store(&rt->ext_spawned, 0);
     atomic_store(&rt->main_done, 0);
     atomic_store(&rt->cancel_all, 0);
     atomic_store(&rt->shutdown, 0);

@@ -8,9 +8,9 @@
  *
  *   1. report it, once per episode: id, name, how long, and its backtrace,
  *      taken by the worker's own thread (weft__diag_capture_running);
- *   2. move the fibers queued behind it — its worker's ring and next slot —
- *      to the global queue and wake an idle worker for them, and keep doing
- *      so for as long as the episode lasts. Fibers pinned to that worker
+ *   2. move the fibers queued behind it — its worker's ring, spawn deque
+ *      and next slot — to the global queue and wake an idle worker for
+ *      them, and keep doing so for as long as the episode lasts. Fibers pinned to that worker
  *      (its inbox) have nowhere else to go and stay. With a single worker
  *      there is nobody to hand them to.
  *
@@ -79,6 +79,11 @@ static uint32_t shed(weft__worker *w)
     while ((n = runq_grab(&w->rq, batch, true)) > 0) {
         weft__global_put(batch, n);
         total += n;
+    }
+    weft_fiber *f;
+    while ((f = deque_steal(&w->dq))) {
+        weft__global_put(&f, 1);
+        total++;
     }
     if (total)
         atomic_fetch_add(&weft__wd_moved, total);

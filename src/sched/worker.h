@@ -6,6 +6,7 @@
 #ifndef WEFT_WORKER_H
 #define WEFT_WORKER_H
 
+#include "deque.h"
 #include "runq.h"
 #include "sched.h"
 
@@ -27,12 +28,13 @@ typedef struct weft__wstats {
 
 struct weft__worker {
     struct weft__runq rq;           /* first: the hottest lines */
+    struct weft__deque dq;          /* spawns pushed out of the next slot (deque.h) */
     weft__ctx sched_ctx;            /* the worker's own stack, where the run loop lives */
     weft_fiber *cur;                /* fiber running now, NULL in the run loop */
     int post;                       /* WEFT_POST_* left by the fiber that switched away */
     unsigned idx;
     _Atomic uint32_t tick;          /* schedules: the every-61 checks; thieves watch it move */
-    uint32_t next_streak;           /* consecutive picks from the next slot */
+    uint32_t streak;                /* consecutive picks from the next slot or the deque */
     bool spinning;                  /* counted in rt.nspinning */
     uint64_t rng;
 
@@ -53,6 +55,8 @@ struct weft__worker {
     _Atomic int in_poll;            /* blocked in the poller rather than the futex */
     bool idle;                      /* on rt.idle (under rt.idle_lock) */
     weft__worker *idle_next;
+
+    uint64_t id_next, id_end;       /* this worker's block of fiber ids */
 
     /* freed stacks kept for the next spawn on this worker */
     weft__stack *scache;
@@ -91,8 +95,8 @@ struct weft__rt {
     _Atomic uint32_t nidle;
     _Atomic uint32_t nspinning;
 
-    _Atomic uint64_t next_id;
-    _Atomic int64_t nlive;          /* fibers spawned and not yet returned */
+    _Atomic uint64_t next_id;       /* handed to workers ID_BLOCK at a time (fiber.c) */
+    _Atomic uint64_t ext_spawned;   /* spawned by threads that are not workers */
     _Atomic int main_done;
     _Atomic int cancel_all;         /* main returned: every fiber is born cancelled */
     _Atomic int shutdown;
@@ -103,10 +107,12 @@ extern struct weft__rt weft__rt;
 
 /* sched.c */
 void weft__switch_out(weft_fiber *self, int post);
-void weft__fiber_entry_finish(weft_fiber *self);   /* sanitizers, first run */
+void weft__fiber_entry_finish(weft_fiber *self, weft_fiber *prev);   /* a fresh fiber's first steps */
 void weft__timer_arm(weft_fiber *f, uint64_t when);
 void weft__timer_disarm(weft_fiber *f);
 void weft__ready_new(weft_fiber *f, weft__worker *w);
+
+int64_t weft__live_fibers(void);   /* sched.c: spawned and not yet returned */
 
 /* fiber.c */
 void weft__fiber_finish(weft__worker *w, weft_fiber *f);   /* on the worker's stack, after exit */
