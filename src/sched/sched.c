@@ -7,44 +7,57 @@
  *   worker  an OS thread with a run queue (weft__worker). One per CPU by
  *           default; the thread that called weft_run is worker 0. A worker
  *           runs its loop on its own thread stack (Go's g0) and switches to
- *           one fiber at a time; the fiber switches back to that loop when it
- *           yields, parks or returns. Everything that must happen *after* a
- *           fiber stopped running on its stack (requeueing it, freeing it)
- *           is done by the loop, on the worker's stack.
+ *           one fiber at a time. A fiber that yields, parks or returns
+ *           switches straight to the next fiber of its worker's own queues
+ *           when there is one, else back to the loop. Everything that must
+ *           happen *after* a fiber stopped running on its stack (requeueing
+ *           it, freeing it) is done by whoever was switched to, first thing
+ *           on its own stack (finish_switch).
  *
  * QUEUES (where a runnable fiber can be)
- *   1. its worker's local ring (runq.h), 256 slots, lock-free, stealable;
- *   2. its worker's next slot: the fiber readied by the running one goes
- *      there, so a sender and its receiver hand off on one worker without
- *      touching the ring (Go's runnext). A fiber taken from the next slot
- *      inherits the pick; after 61 such picks in a row the ring goes first,
- *      so a ping-ponging pair cannot starve the fibers queued behind it;
- *   3. a worker's inbox: a locked list for fibers that must run on *that*
+ *   1. its worker's local ring (runq.h), 256 slots, lock-free, stealable,
+ *      FIFO: woken fibers pushed out of the next slot, yielded fibers;
+ *   2. its worker's next slot: the fiber readied or spawned by the running
+ *      one goes there, so a sender and its receiver hand off on one worker
+ *      without touching the ring (Go's runnext);
+ *   3. its worker's spawn deque (deque.h), 256 slots, lock-free: spawned
+ *      fibers pushed out of the next slot by a younger sibling. The owner
+ *      takes the youngest, so a tree of spawns runs depth first with a few
+ *      dozen fibers alive instead of a whole level of the tree; thieves
+ *      take the oldest, the biggest piece of work there is. The owner
+ *      picks next slot, deque, ring, in that order; after 61 picks in a row
+ *      from the first two the ring goes first, so that neither a
+ *      ping-ponging pair nor a tree of spawns starves the woken fibers;
+ *   4. a worker's inbox: a locked list for fibers that must run on *that*
  *      worker (WEFT_PINNED, WEFT_DEBUG_MIGRATE); never stolen;
- *   4. the global queue: a locked list for fibers readied by threads that
+ *   5. the global queue: a locked array for fibers readied by threads that
  *      are not workers and for the overflow of a full ring (half of the
  *      ring moves there). Every 61st schedule a worker looks at it first,
  *      so it cannot be starved by busy local rings.
  *
- * WHY THIS RUN QUEUE
- *   Chase-Lev deques were the alternative: unbounded, and the owner works
- *   LIFO at the bottom. LIFO is good for fork-join but unfair for servers
- *   (an old connection waits behind every new one), and a correct C11
- *   Chase-Lev needs seq_cst fences on the owner's pop (Le et al. 2013), i.e.
- *   an mfence per schedule on x86. The bounded FIFO ring needs only
- *   release/acquire on the owner's side, steals half in one CAS, and its
- *   bound is harmless because overflow spills to the global queue. A single
- *   global queue with one lock was rejected outright: it serialises every
- *   spawn and wake-up of every worker. So was one OS thread per fiber: that
- *   is what weft replaces.
+ * WHY TWO LOCAL QUEUES
+ *   A Chase-Lev deque alone (Cilk, Rayon) is LIFO for its owner: right for
+ *   fork-join, unfair for servers (an old connection would wait behind
+ *   every new one). A FIFO ring alone (Go, Tokio) is fair but runs a tree
+ *   of spawns breadth first: skynet kept ~100,000 fibers alive, each on its
+ *   own stack page, and every resume missed in cache and TLB (230-380 ms
+ *   against 62 ms depth first, on two workers). So woken fibers queue FIFO
+ *   and spawns LIFO. The ring needs only release/acquire on the owner's
+ *   side and steals half in one CAS; the deque's owner pays one seq_cst
+ *   fence per pop that finds something (Le et al. 2013), the price of a
+ *   CAS. Both are bounded, harmlessly: a full deque spills to the ring, a
+ *   full ring half of itself to the global queue. A single global queue
+ *   with one lock was rejected outright: it serialises every spawn and
+ *   wake-up of every worker. So was one OS thread per fiber: that is what
+ *   weft replaces.
  *
  * MIGRATION
  *   A fiber moves to another worker only while it is not running: when a
- *   thief steals it from a ring, or when it is readied by a fiber on another
+ *   thief steals it from a queue, or when it is readied by a fiber on another
  *   worker (it joins the waker's next slot, like Go's ready()). Both happen
  *   at a park, never in the middle of running code. The runtime's own
  *   thread-locals are therefore read through non-inlined accessors after
- *   every switch, and errno is saved and restored per fiber by the loop.
+ *   every switch, and errno is saved and restored per fiber at every switch.
  *   WEFT_PINNED fibers are readied into their home worker's inbox only and
  *   never enter a ring, so they never move. WEFT_DEBUG_MIGRATE=1 readies every
  *   fiber into the inbox of the next worker after its own, forcing a move at
@@ -72,6 +85,13 @@
  *   binary permits (rt.workers[i].permit) so a wake that arrives before the
  *   sleep is not lost. A worker with nothing to do sleeps until its nearest
  *   timer; an idle process uses no CPU.
+ *
+ *   Filling an empty next slot is not "submitting" here: that fiber is its
+ *   owner's to run, at its next schedule, and nobody is woken for it. If
+ *   the owner instead runs one fiber for long, the next slot is taken by an
+ *   idle worker that, while any worker is busy, sleeps at most
+ *   IDLE_WATCH_NS and then looks for an owner that has not scheduled since
+ *   (find_stuck); a spinner does the same over its spin window.
  *
  *   At most one idle worker sleeps in the I/O poller (rt.poll_owner); the
  *   others sleep on their futex. Waking a worker in the poller goes through
