@@ -646,3 +646,76 @@ TEST_TIMEOUT(sched_timer_fires_while_owner_busy, 20)
 {
     test_run_cfg(&two_workers, main_timer_busy_owner, NULL);
 }
+
+/* A fiber left in the next slot of a worker whose fiber runs on without
+ * parking is taken by the other worker (sched.c, IDLING: filling the next
+ * slot wakes nobody; an idle worker watches for a stuck owner). With the
+ * watchdog off, nothing else would ever move it. Both ways into the slot:
+ * spawned, and readied by a channel send. */
+static _Atomic int next_ran, next_worker;
+
+static void *next_victim(void *arg)
+{
+    weft_chan *c = arg;
+    if (c) {
+        int v;
+        ASSERT_EQ(weft_chan_recv(c, &v), 0);
+    }
+    atomic_store(&next_worker, weft_worker_id());
+    atomic_store(&next_ran, 1);
+    return NULL;
+}
+
+/* Spin without parking until the fiber in our next slot ran elsewhere. */
+static void spin_until_next_ran(void)
+{
+    uint64_t t0 = weft_now();
+    while (!atomic_load(&next_ran) && weft_now() - t0 < 5000 * MS)
+        ;
+    ASSERT_EQ(atomic_load(&next_ran), 1);
+    printf("spun %llu us until it ran on the other worker\n",
+           (unsigned long long)((weft_now() - t0) / 1000));
+    ASSERT_NE(atomic_load(&next_worker), weft_worker_id());
+}
+
+/* Let the other worker settle into a sleep with no timer to wait for
+ * (as in sched_timer_fires_while_owner_busy): after our sleep it wakes
+ * once more, 1 ms past our timer, finds nothing and sleeps again while we
+ * spin. From then on only its watch over our next slot can wake it. */
+static void settle(void)
+{
+    ASSERT_EQ(weft_sleep(20 * MS), 0);
+    uint64_t t0 = weft_now();
+    while (weft_now() - t0 < 10 * MS)
+        ;
+}
+
+static void *main_next_stuck(void *arg)
+{
+    weft_fiber *f;
+    /* spawned */
+    atomic_store(&next_ran, 0);
+    settle();
+    ASSERT_EQ(weft_spawn(&f, NULL, next_victim, NULL), 0);
+    spin_until_next_ran();
+    ASSERT_EQ(weft_join(f, NULL), 0);
+    /* readied: it waits in recv (on either worker); our send finds it
+     * waiting, readies it into our next slot and returns at once */
+    weft_chan *c = weft_chan_make(sizeof(int), 0);
+    ASSERT(c != NULL);
+    atomic_store(&next_ran, 0);
+    ASSERT_EQ(weft_spawn(&f, NULL, next_victim, c), 0);
+    settle();   /* it runs, and parks in recv */
+    int one = 1;
+    ASSERT_EQ(weft_chan_send(c, &one), 0);
+    spin_until_next_ran();
+    ASSERT_EQ(weft_join(f, NULL), 0);
+    weft_chan_free(c);
+    return arg;
+}
+
+TEST_TIMEOUT(sched_next_slot_of_busy_worker_is_taken, 20)
+{
+    weft_config cfg = { .workers = 2, .watchdog_ms = -1u };
+    test_run_cfg(&cfg, main_next_stuck, NULL);
+}
