@@ -50,8 +50,9 @@ int     weft__diag_thread_preempted(weft__worker *w);
 extern int weft__trace_on;
 int  weft__trace_start(void);
 void weft__trace_stop(void);
-void weft__trace_resume(weft__worker *w, weft_fiber *f);        /* about to run f */
-void weft__trace_switched(weft__worker *w, weft_fiber *f);      /* f is off the CPU; w->post says why */
+/* w is about to switch from prev to next (either may be NULL: the loop);
+ * w->post says why prev stops. */
+void weft__trace_switch(weft__worker *w, weft_fiber *prev, weft_fiber *next);
 void weft__trace_steal(weft__worker *w, weft__worker *victim, uint32_t n);
 
 /* watchdog.c */

@@ -208,8 +208,6 @@ static inline void take_cpu(weft__worker *w, weft_fiber *f)
     atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
     __atomic_store_n(&w->cur, f, __ATOMIC_RELEASE);   /* the watchdog reads f through it: a plain mov on x86 */
     weft__stat_add(w->st.switches, 1);
-    if (WEFT_UNLIKELY(weft__trace_on))
-        weft__trace_resume(w, f);
 }
 
 /* prev has just switched away and nothing runs on its stack any more: do
@@ -219,8 +217,6 @@ static inline void take_cpu(weft__worker *w, weft_fiber *f)
  * worker may resume it at once, or to free its stack. */
 static void finish_switch(weft__worker *w, weft_fiber *prev)
 {
-    if (WEFT_UNLIKELY(weft__trace_on))
-        weft__trace_switched(w, prev);
     if (WEFT_UNLIKELY(weft__stack_check(prev->stack) != 0)) {
         fprintf(stderr, "weft: fiber %llu \"%s\" overflowed its %zu-byte stack "
                 "(canary destroyed)\n", (unsigned long long)prev->id, prev->name,
@@ -256,6 +252,8 @@ static void finish_switch(weft__worker *w, weft_fiber *prev)
 static void run_fiber(weft__worker *w, weft_fiber *f)
 {
     take_cpu(w, f);
+    if (WEFT_UNLIKELY(weft__trace_on))
+        weft__trace_switch(w, NULL, f);
     san_asan_start(&w->asan_fake, f->stack->lo, (size_t)(f->stack->hi - f->stack->lo));
     san_tsan_switch(f->tsan_fiber);
     weft_fiber *prev = weft__ctx_switch(&w->sched_ctx, &f->ctx, NULL);
@@ -339,6 +337,8 @@ void weft__switch_out(weft_fiber *self, int post)
     self->saved_errno = get_errno();
     weft_fiber *g = direct_next(w);
     weft_fiber *prev;
+    if (WEFT_UNLIKELY(weft__trace_on))
+        weft__trace_switch(w, self, g);
     if (g) {
         weft__assert(g != self);   /* self is queued only by finish_switch, after this */
         take_cpu(w, g);
