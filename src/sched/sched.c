@@ -626,6 +626,12 @@ void weft__ready_new(weft_fiber *f, weft__worker *w)
     put_next(w, f, true);
 }
 
+bool weft__has_local_work(void)
+{
+    weft__worker *w = weft__cur_worker();
+    return w && (!runq_empty(&w->rq) || deque_len(&w->dq) > 0);
+}
+
 void weft__yield(weft_fiber *self)
 {
     weft__switch_out(self, WEFT_POST_YIELD);

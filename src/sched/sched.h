@@ -177,6 +177,10 @@ int  weft__wake_interrupt(weft_fiber *f, int result);
 /* -ECANCELED / -ETIMEDOUT if self may not block now, else 0. */
 int  weft__wait_check(weft_fiber *self);
 
+/* Has the calling worker other fibers queued to run (next slot, deque,
+ * ring)? For spin-or-park decisions. */
+bool weft__has_local_work(void);
+
 /* Yield-style park used by the run loop: put self at the back of the queue. */
 void weft__yield(weft_fiber *self);
 

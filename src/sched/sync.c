@@ -138,10 +138,12 @@ static void mutex_unlink(weft_fiber *f)
 }
 
 /* The holder runs on another worker (fibers are not preempted), so while
- * the critical section is short a brief spin wins more often than a park. */
+ * the critical section is short a brief spin wins more often than a park.
+ * Only with nothing else to run here (Go's canSpin asks the same): a park
+ * then costs nothing, where a spin would delay the fibers queued behind. */
 static bool spin_acquire(struct mutex *x, weft_fiber *self)
 {
-    if (weft__nworkers() < 2)
+    if (weft__nworkers() < 2 || weft__has_local_work())
         return false;
     for (int i = 0; i < 4; i++) {
         for (int k = 0; k < 30; k++)
