@@ -82,6 +82,13 @@ int  weft__stack_alloc(size_t size, weft__stack **out);
 /* The size class a request of size bytes gets (page multiple). */
 size_t weft__stack_class(size_t size);
 void weft__stack_free(weft__stack *s);
+/* The same for many at a time, under one lock: up to max stacks of one
+ * class into out[] (at least one, or -EINVAL / -ENOMEM), and n stacks back.
+ * For the scheduler's per-worker caches, which move stacks in batches:
+ * one worker's fibers may all exit on another, whose cache then overflows
+ * while the spawner's runs dry. */
+int  weft__stack_alloc_many(size_t size, weft__stack **out, unsigned max);
+void weft__stack_free_many(weft__stack *const *s, unsigned n);
 /* Return the memory of up to max cached stacks beyond the hot reserve to
  * the kernel; the number still over it. Called by idle workers. */
 size_t weft__stack_trim(size_t max);

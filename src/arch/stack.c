@@ -273,9 +273,9 @@ static int carve_batch(struct weft__stack_pool *p)
     return 0;
 }
 
-int weft__stack_alloc(size_t size, weft__stack **out)
+int weft__stack_alloc_many(size_t size, weft__stack **out, unsigned max)
 {
-    if (size < WEFT_STACK_MIN || size > WEFT_STACK_MAX)
+    if (size < WEFT_STACK_MIN || size > WEFT_STACK_MAX || max == 0)
         return -EINVAL;
     pthread_mutex_lock(&lock);
     if (!mode)
@@ -285,40 +285,49 @@ int weft__stack_alloc(size_t size, weft__stack **out)
     int err = -ENOMEM;
     if (!p)
         goto fail;
-    weft__stack *s = weft__stack_pool_take(p);
-    if (s) {
-        pthread_mutex_unlock(&lock);
-        s->next = NULL;
-        *out = s;
-        return 0;
+    if (!p->free && !p->cold) {
+        if (p->carve == p->carve_end && (err = grow(p)) < 0)
+            goto fail;
+        if ((err = carve_batch(p)) < 0)
+            goto fail;
     }
-    if (p->carve == p->carve_end && (err = grow(p)) < 0)
-        goto fail;
-    if ((err = carve_batch(p)) < 0)
-        goto fail;
-    s = p->free;
-    p->free = s->next;
-    p->nfree--;
+    unsigned n = 0;
+    weft__stack *s;
+    while (n < max && (s = weft__stack_pool_take(p))) {
+        s->next = NULL;
+        out[n++] = s;
+    }
     pthread_mutex_unlock(&lock);
-    s->next = NULL;
-    *out = s;
-    return 0;
+    return (int)n;
 fail:
     pthread_mutex_unlock(&lock);
     return err;
 }
 
+int weft__stack_alloc(size_t size, weft__stack **out)
+{
+    int n = weft__stack_alloc_many(size, out, 1);
+    return n < 0 ? n : 0;
+}
+
 /* Freeing only caches: giving memory back costs a system call now and a
  * page fault at the next reuse, so it is left to weft__stack_trim, which
  * idle workers call. */
+void weft__stack_free_many(weft__stack *const *s, unsigned n)
+{
+    pthread_mutex_lock(&lock);
+    for (unsigned i = 0; i < n; i++) {
+        struct weft__stack_pool *p = s[i]->pool;
+        s[i]->next = p->free;
+        p->free = s[i];
+        p->nfree++;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
 void weft__stack_free(weft__stack *s)
 {
-    struct weft__stack_pool *p = s->pool;
-    pthread_mutex_lock(&lock);
-    s->next = p->free;
-    p->free = s;
-    p->nfree++;
-    pthread_mutex_unlock(&lock);
+    weft__stack_free_many(&s, 1);
 }
 
 /* Give back the memory of cached stacks beyond HOT_FREE per pool, at most

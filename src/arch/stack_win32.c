@@ -225,14 +225,31 @@ fail:
 /* Freeing only caches: giving memory back costs a system call now and a
  * page fault at the next reuse, so it is left to weft__stack_trim, which
  * idle workers call. */
+void weft__stack_free_many(weft__stack *const *s, unsigned n)
+{
+    AcquireSRWLockExclusive(&lock);
+    for (unsigned i = 0; i < n; i++) {
+        struct weft__stack_pool *p = s[i]->pool;
+        s[i]->next = p->free;
+        p->free = s[i];
+        p->nfree++;
+    }
+    ReleaseSRWLockExclusive(&lock);
+}
+
 void weft__stack_free(weft__stack *s)
 {
-    struct weft__stack_pool *p = s->pool;
-    AcquireSRWLockExclusive(&lock);
-    s->next = p->free;
-    p->free = s;
-    p->nfree++;
-    ReleaseSRWLockExclusive(&lock);
+    weft__stack_free_many(&s, 1);
+}
+
+/* One: each new stack here is carved and guarded alone, so taking more
+ * than asked for would carve stacks nobody may need. */
+int weft__stack_alloc_many(size_t size, weft__stack **out, unsigned max)
+{
+    if (max == 0)
+        return -EINVAL;
+    int err = weft__stack_alloc(size, out);
+    return err < 0 ? err : 1;
 }
 
 /* Give back the memory of cached stacks beyond HOT_FREE per pool, at most

@@ -32,8 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STACK_CACHE_MAX 256   /* freed stacks a worker keeps for its next spawns */
-
 /* ---------------------------------------------------------- all fibers */
 
 /* There is no list of fibers: every record sits at the top of a stack, so
@@ -195,6 +193,25 @@ static uint64_t next_id(weft__worker *w)
     return w->id_next++;
 }
 
+/* A stack for a new fiber: from the worker's cache, refilled from the
+ * allocator a batch at a time when it is empty. A cache of another size
+ * class is left alone (most programs spawn one size). */
+static int stack_get(weft__worker *w, size_t size, weft__stack **out)
+{
+    if (!w)
+        return weft__stack_alloc(size, out);
+    if (w->nscache == 0) {
+        int n = weft__stack_alloc_many(size, w->scache, STACK_BATCH);
+        if (n < 0)
+            return n;
+        w->nscache = (unsigned)n;
+    } else if (w->scache[w->nscache - 1]->size != weft__stack_class(size)) {
+        return weft__stack_alloc(size, out);
+    }
+    *out = w->scache[--w->nscache];
+    return 0;
+}
+
 int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), void *arg)
 {
     if (!weft__running())
@@ -210,15 +227,9 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
 
     weft__worker *w = weft__cur_worker();
     weft__stack *s = NULL;
-    if (w && w->scache && w->scache->size == weft__stack_class(size)) {
-        s = w->scache;
-        w->scache = s->next;
-        w->nscache--;
-    } else {
-        int err = weft__stack_alloc(size, &s);
-        if (err < 0)
-            return err;
-    }
+    int err = stack_get(w, size, &s);
+    if (err < 0)
+        return err;
 
     weft_fiber *f = fiber_of(s);
     /* Zero all but the header (published last, below) and the name (one
@@ -263,13 +274,18 @@ void weft__fiber_free(weft__worker *w, weft_fiber *f)
     free(f->fls);
     f->fls = NULL;
     weft__stack *s = f->stack;
-    if (w && w->nscache < STACK_CACHE_MAX) {
-        s->next = w->scache;
-        w->scache = s;
-        w->nscache++;
-    } else {
+    if (!w) {
         weft__stack_free(s);
+        return;
     }
+    if (w->nscache == STACK_CACHE_MAX) {
+        /* full: the oldest (coldest) batch goes back to the allocator */
+        weft__stack_free_many(w->scache, STACK_BATCH);
+        memmove(w->scache, w->scache + STACK_BATCH,
+                (STACK_CACHE_MAX - STACK_BATCH) * sizeof *w->scache);
+        w->nscache -= STACK_BATCH;
+    }
+    w->scache[w->nscache++] = s;
 }
 
 static void cancel_one(weft_fiber *f, void *arg)

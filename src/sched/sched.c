@@ -1343,11 +1343,8 @@ out:
     weft__crash_uninstall();
     for (unsigned i = 0; i < n; i++) {
         weft__worker *w = &ws[i];
-        while (w->scache) {
-            weft__stack *s = w->scache;
-            w->scache = s->next;
-            weft__stack_free(s);
-        }
+        weft__stack_free_many(w->scache, w->nscache);
+        w->nscache = 0;
         free(w->heap);
         weft__lock_destroy(&w->inbox_lock);
         weft__lock_destroy(&w->tlock);

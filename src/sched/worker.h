@@ -58,8 +58,12 @@ struct weft__worker {
 
     uint64_t id_next, id_end;       /* this worker's block of fiber ids */
 
-    /* freed stacks kept for the next spawn on this worker */
-    weft__stack *scache;
+    /* freed stacks kept for the next spawn on this worker, the most
+     * recently freed (hottest) last; filled and spilled in batches of
+     * STACK_BATCH through the allocator's lock (fiber.c) */
+#define STACK_CACHE_MAX 256
+#define STACK_BATCH 64
+    weft__stack *scache[STACK_CACHE_MAX];
     unsigned nscache;
 
     weft__wstats st;
