@@ -936,8 +936,18 @@ static weft_fiber *steal_work(weft__worker *w, weft__worker *take_next)
                     return f;
             }
             uint32_t got = runq_grab(&v->rq, batch, false);
-            if (got == 0 && (batch[0] = deque_steal(&v->dq)))
-                got = 1;
+            bool spawns = false;
+            if (got == 0) {
+                /* half of the deque, oldest first, one CAS each (the line
+                 * of its top stays in our cache for the run of them) */
+                int64_t half = deque_len(&v->dq);
+                half -= half / 2;
+                if (half > (int64_t)(RUNQ_SIZE / 2))
+                    half = RUNQ_SIZE / 2;
+                while ((int64_t)got < half && (batch[got] = deque_steal(&v->dq)))
+                    got++;
+                spawns = got > 0;
+            }
             if (got == 0 && v == take_next)
                 got = runq_grab(&v->rq, batch, true);
             if (got == 0)
@@ -946,9 +956,17 @@ static weft_fiber *steal_work(weft__worker *w, weft__worker *take_next)
             weft__stat_add(w->st.stolen, got);
             if (WEFT_UNLIKELY(weft__trace_on))
                 weft__trace_steal(w, v, got);
+            /* We run the youngest. Stolen spawns go on our own deque, in
+             * their order, so that they too run depth first here and the
+             * next thief takes the oldest; woken fibers on our ring. */
             weft_fiber *f = batch[got - 1];
-            if (got > 1)
+            if (spawns) {
+                for (uint32_t i = 0; i + 1 < got; i++)
+                    if (!deque_push(&w->dq, batch[i]))
+                        local_put(w, batch[i]);
+            } else if (got > 1) {
                 runq_push_batch(&w->rq, batch, got - 1);
+            }
             return f;
         }
     }
