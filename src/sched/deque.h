@@ -1,12 +1,13 @@
 /*
  * The per-worker spawn deque: where a freshly spawned fiber goes when it is
  * pushed out of the next slot by a younger sibling. Its owner pushes and
- * pops the young end (LIFO); thieves take one fiber at a time from the old
- * end (FIFO). This is the Chase-Lev deque (Chase and Lev 2005) with the
- * C11 orderings proven correct by Lê, Pop, Cohen and Zappa Nardelli
- * ("Correct and Efficient Work-Stealing for Weak Memory Models", PPoPP
- * 2013), in its fixed-size form: a full deque refuses the push and the
- * caller puts the fiber on the FIFO ring instead.
+ * pops the young end (LIFO); thieves take from the old end (FIFO), one
+ * fiber per CAS (steal_work repeats it for up to half). This is the
+ * Chase-Lev deque (Chase and Lev 2005) with the C11 orderings proven
+ * correct by Lê, Pop, Cohen and Zappa Nardelli ("Correct and Efficient
+ * Work-Stealing for Weak Memory Models", PPoPP 2013), in its fixed-size
+ * form: a full deque refuses the push and the caller puts the fiber on the
+ * FIFO ring instead.
  *
  * WHY A SECOND QUEUE. The ring (runq.h) is FIFO, which is what woken fibers
  * need: the connection that has waited longest runs first. For spawned
