@@ -60,6 +60,7 @@ spawn_join_1w         | run          | bench/bench_switch spawn_join_1w  | spawn
 stack_alloc_free      | run          | bench/bench_switch stack_alloc_free | stack_alloc_free | mmap  | bench/bench_switch mmap_stack | mmap_stack_alloc_free | <=0.1
 timer_late_p99        | run          | bench/bench_timers timers         | timer_late_p99  | budget   | bench/bench_timers timers     | timer_budget    | <=1.0
 idle_cpu              | run          | bench/bench_timers idle           | idle_cpu        | budget   | bench/bench_timers idle       | idle_budget     | <=1.0
+idle_beside_busy      | run          | bench/bench_timers beside         | beside_cpu      | budget   | bench/bench_timers beside     | beside_budget   | <=1.0
 spawn_join_batch      | run          | bench/bench_sched spawn_join_batch | spawn_join_batch | go    | bench/go/spawn                | spawn_join_batch | <=0.5
 fanout_1              | run          | bench/bench_sched fanout_1        | fanout_1        | go       | bench/go/fanout               | fanout_1        | <=1.0
 fanout_2              | run          | bench/bench_sched fanout_2        | fanout_2        | go       | bench/go/fanout               | fanout_2        | <=1.0

@@ -983,7 +983,8 @@ static void stop_spinning(weft__worker *w)
 #define SPIN_NS 20000
 #define TRIM_BATCH 512   /* stacks trimmed per trip to idle */
 
-#define IDLE_WATCH_NS 1000000   /* an idle worker's longest sleep while others are busy */
+#define IDLE_WATCH_NS 1000000       /* an idle worker's first look while others are busy, */
+#define IDLE_WATCH_MAX_NS 8000000   /* doubling up to this while it finds nothing */
 #define TICKS_WATCHED 64
 
 /* "Stuck" is a worker whose schedule count (tick) has not moved since
@@ -1059,8 +1060,10 @@ static int64_t sleep_timeout(weft__worker *w)
     return next > now ? (int64_t)(next - now) : 0;
 }
 
-/* Sleep until signalled or timeout; in the poller if nobody else is. */
-static void worker_sleep(weft__worker *w, int64_t timeout)
+/* Sleep until signalled or timeout; in the poller if nobody else is.
+ * True if something woke us (a permit, or the poller readied fibers),
+ * false if the time ran out. */
+static bool worker_sleep(weft__worker *w, int64_t timeout)
 {
     const struct weft__poller *p = weft__rt.poller;
     int zero = 0;
@@ -1081,10 +1084,14 @@ static void worker_sleep(weft__worker *w, int64_t timeout)
             weft__lock_release(&weft__rt.idle_lock);
             wakep();
         }
+        if (got > 0) {
+            atomic_store(&w->permit, 0);
+            return true;
+        }
     } else if (!atomic_load(&w->permit)) {
         weft__futex_wait((uint32_t *)&w->permit, 0, timeout);
     }
-    atomic_store(&w->permit, 0);
+    return atomic_exchange(&w->permit, 0) != 0;
 }
 
 /* Fibers spawned and not yet returned: counted per worker, so that spawn
@@ -1197,27 +1204,40 @@ static weft_fiber *find_runnable(weft__worker *w)
              * permit is consumed by the next sleep, harmlessly. */
             continue;
         }
-        /* Idle time is when cached stacks beyond the hot reserve give
-         * their memory back; with more to do, sleep at most 10 ms. */
-        int64_t timeout = sleep_timeout(w);
-        if (weft__stack_trim(TRIM_BATCH) && (timeout < 0 || timeout > 10000000))
-            timeout = 10000000;
         /* While another worker is busy, wake now and then to take a fiber
          * left in its next slot by a fiber that went on running (put_next).
-         * When every worker is idle there is nothing to watch: no timeout. */
-        uint32_t ticks[TICKS_WATCHED];
-        bool watch = weft__rt.n > 1 && atomic_load(&weft__rt.nidle) < weft__rt.n;
-        if (watch) {
-            snapshot_ticks(ticks);
-            if (timeout < 0 || timeout > IDLE_WATCH_NS)
-                timeout = IDLE_WATCH_NS;
+         * A look that finds nothing stuck sleeps on at once, still on the
+         * idle list (a waker's permit ends the sleep as before), rather
+         * than spin through the loop, and twice as long each time, as Go's
+         * sysmon backs off: beside a fiber that computes for seconds an
+         * idle worker wakes 125 times a second. When every worker is idle
+         * there is nothing to watch: no timeout. */
+        weft__worker *stuck_v = NULL;
+        int64_t watch_ns = IDLE_WATCH_NS;
+        for (;;) {
+            /* Idle time is when cached stacks beyond the hot reserve give
+             * their memory back; with more to do, sleep at most 10 ms. */
+            int64_t timeout = sleep_timeout(w);
+            if (weft__stack_trim(TRIM_BATCH) && (timeout < 0 || timeout > 10000000))
+                timeout = 10000000;
+            uint32_t ticks[TICKS_WATCHED];
+            bool watched = false;
+            if (weft__rt.n > 1 && atomic_load(&weft__rt.nidle) < weft__rt.n &&
+                (timeout < 0 || timeout > watch_ns)) {
+                snapshot_ticks(ticks);
+                timeout = watch_ns;
+                watched = true;
+            }
+            if (worker_sleep(w, timeout) || !watched ||
+                atomic_load(&weft__rt.shutdown) || (stuck_v = find_stuck(w, ticks)))
+                break;
+            if (watch_ns < IDLE_WATCH_MAX_NS)
+                watch_ns *= 2;
         }
-        worker_sleep(w, timeout);
         weft__lock_acquire(&weft__rt.idle_lock);
         idle_remove_locked(w);   /* timed out, or woken by a targeted wake */
         weft__lock_release(&weft__rt.idle_lock);
-        weft__worker *stuck_v;
-        if (watch && (stuck_v = find_stuck(w, ticks)) && (f = steal_work(w, stuck_v)))
+        if (stuck_v && (f = steal_work(w, stuck_v)))
             goto found;
         continue;
 found:
