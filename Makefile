@@ -197,7 +197,8 @@ $(BUILD)/bench/bench_switch$(EXE): BENCH_LDLIBS = $(BOOST_CONTEXT)
 TEST_RUN  ?=
 TEST_ARGS ?=
 
-check: deps-quiet $(TEST_BIN)
+# The examples too: test_examples_posix.c runs them.
+check: deps-quiet $(TEST_BIN) $(EXAMPLES)
 	$(TEST_RUN) $(TEST_BIN) $(TEST_ARGS)
 
 check-fcontext:
@@ -214,7 +215,7 @@ check-ubsan:
 
 # valgrind: no sanitizer, -O1 keeps it fast enough; the runner scales timeouts.
 check-valgrind: deps-quiet
-	$(MAKE) BUILD=build/valgrind OPT=-O1 tests
+	$(MAKE) BUILD=build/valgrind OPT=-O1 tests $(patsubst $(BUILD)/%,build/valgrind/%,$(EXAMPLES))
 	WEFT_TEST_TIME_SCALE=20 WEFT_TEST_HEAVY=0 WEFT_STRESS_SECONDS=1 WEFT_STRESS_FIBERS=5000 valgrind -q --error-exitcode=99 --leak-check=full \
 	    --errors-for-leak-kinds=definite --suppressions=test/valgrind.supp \
 	    build/valgrind/test/weft-test $(TEST_ARGS)
