@@ -173,6 +173,24 @@ static void fiber_entry(void *prev)
     self->ret = self->fn(self->arg);
     if (self->fls)
         fls_run_destructors(self);
+    /* A joiner already waiting is readied now, into this worker's next
+     * slot, so that we switch straight to it instead of through the loop.
+     * jlock stays held until our switch is finished (weft__fiber_finish,
+     * on the joiner's stack or the loop's): a joiner that runs before
+     * then, here or stolen elsewhere, waits on it before freeing this
+     * stack, as it always has. */
+    if (!(self->flags & WEFT__MAIN)) {
+        weft__spin_lock(&self->jlock);
+        if (self->flags & WEFT_DETACHED) {
+            weft__spin_unlock(&self->jlock);
+        } else {
+            atomic_store_explicit(&self->state, WEFT_F_DEAD, memory_order_relaxed);
+            weft_fiber *j = self->joiner;
+            if (j && weft__wake_claim(j, 0))
+                weft__ready(j);
+            self->exit_held = 1;
+        }
+    }
     weft__switch_out(self, WEFT_POST_EXIT);
     weft__panic(__FILE__, __LINE__, "a returned fiber was resumed");
 }
@@ -309,6 +327,10 @@ void weft__fiber_finish(weft__worker *w, weft_fiber *f)
         weft__each_fiber(cancel_one, NULL);
         atomic_store_explicit(&f->state, WEFT_F_DEAD, memory_order_relaxed);
         weft__fiber_free(w, f);
+        return;
+    }
+    if (f->exit_held) {
+        weft__spin_unlock(&f->jlock);   /* fiber_entry did the rest; the joiner may free f now */
         return;
     }
     weft__spin_lock(&f->jlock);
