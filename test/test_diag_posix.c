@@ -312,7 +312,12 @@ TEST(diag_watchdog_reports_hog_once_and_hands_off)
         printf("qemu: backtrace came too late, as reported\n");
     else
         ASSERT_CONTAINS(out, "hog_spin");
-    ASSERT_CONTAINS(out, "watchdog reports 1, moved 2");
+    /* Moved: the twenty little fibers, and whichever nudges the other
+     * worker had not taken yet (how many depends on how fast it stole
+     * `busy`: a dozen under valgrind). */
+    const char *m = strstr(out, "watchdog reports 1, moved ");
+    ASSERT(m != NULL);
+    ASSERT_GE(atoi(m + strlen("watchdog reports 1, moved ")), 20);
     ASSERT_CONTAINS(out, "held its worker: 20");
 }
 
