@@ -87,6 +87,26 @@ TEST(runq_grab_takes_half_rounded_up)
     ASSERT_PTR_EQ(batch[0], ITEM(9));
 }
 
+/* The owner took g (NULL: nothing there). */
+static void owner_took(struct weft_fiber *g, long *owner)
+{
+    if (g) {
+        atomic_fetch_add(&seen[INDEX(g)], 1);
+        (*owner)++;
+    }
+}
+
+/* After a concurrent run: every item was taken exactly once, by the owner
+ * or by a thief. */
+static void check_taken_once(long owner, long stolen)
+{
+    for (size_t i = 0; i < NITEMS; i++)
+        if (atomic_load(&seen[i]) != 1)
+            test_fail(__FILE__, __LINE__, "item %zu taken %d times", i, atomic_load(&seen[i]));
+    ASSERT_EQ(owner + stolen, NITEMS);
+    printf("owner took %ld, thieves %ld\n", owner, stolen);
+}
+
 static void *thief(void *arg)
 {
     struct weft__runq *mine = arg;
@@ -123,35 +143,18 @@ TEST(runq_concurrent_steal_exactly_once)
                 continue;
             f = old;
         }
-        while (!runq_push(&q, f)) {
-            /* full: the owner drains one itself */
-            struct weft_fiber *g = runq_get(&q, false, &nx);
-            if (g) {
-                atomic_fetch_add(&seen[INDEX(g)], 1);
-                owner++;
-            }
-        }
-        if (i % 2 == 0) {
-            struct weft_fiber *g = runq_get(&q, false, &nx);
-            if (g) {
-                atomic_fetch_add(&seen[INDEX(g)], 1);
-                owner++;
-            }
-        }
+        while (!runq_push(&q, f))
+            owner_took(runq_get(&q, false, &nx), &owner);   /* full: the owner drains one itself */
+        if (i % 2 == 0)
+            owner_took(runq_get(&q, false, &nx), &owner);
     }
     struct weft_fiber *g;
-    while ((g = runq_get(&q, false, &nx))) {
-        atomic_fetch_add(&seen[INDEX(g)], 1);
-        owner++;
-    }
+    while ((g = runq_get(&q, false, &nx)))
+        owner_took(g, &owner);
     atomic_store(&done_pushing, 1);
     for (int i = 0; i < 3; i++)
         pthread_join(th[i], NULL);
-    for (size_t i = 0; i < NITEMS; i++)
-        if (atomic_load(&seen[i]) != 1)
-            test_fail(__FILE__, __LINE__, "item %zu taken %d times", i, atomic_load(&seen[i]));
-    ASSERT_EQ(owner + atomic_load(&stolen_total), NITEMS);
-    printf("owner took %ld, thieves %ld\n", owner, atomic_load(&stolen_total));
+    check_taken_once(owner, atomic_load(&stolen_total));
 }
 
 /* Owner only pushes; one thief: about half of everything gets stolen when
@@ -250,34 +253,17 @@ TEST(deque_concurrent_steal_exactly_once)
         pthread_create(&th[i], NULL, deque_thief, NULL);
     long owner = 0;
     for (size_t i = 0; i < NITEMS; i++) {
-        while (!deque_push(&dq, ITEM(i))) {
-            struct weft_fiber *g = deque_pop(&dq);
-            if (g) {
-                atomic_fetch_add(&seen[INDEX(g)], 1);
-                owner++;
-            }
-        }
-        /* pop often, so the deque is often one item deep */
-        if (i % 3 != 0) {
-            struct weft_fiber *g = deque_pop(&dq);
-            if (g) {
-                atomic_fetch_add(&seen[INDEX(g)], 1);
-                owner++;
-            }
-        }
+        while (!deque_push(&dq, ITEM(i)))
+            owner_took(deque_pop(&dq), &owner);
+        if (i % 3 != 0)   /* pop often, so the deque is often one item deep */
+            owner_took(deque_pop(&dq), &owner);
     }
     struct weft_fiber *g;
-    while ((g = deque_pop(&dq))) {
-        atomic_fetch_add(&seen[INDEX(g)], 1);
-        owner++;
-    }
+    while ((g = deque_pop(&dq)))
+        owner_took(g, &owner);
     atomic_store(&done_pushing, 1);
     for (int i = 0; i < 3; i++)
         pthread_join(th[i], NULL);
-    for (size_t i = 0; i < NITEMS; i++)
-        if (atomic_load(&seen[i]) != 1)
-            test_fail(__FILE__, __LINE__, "item %zu taken %d times", i, atomic_load(&seen[i]));
-    ASSERT_EQ(owner + atomic_load(&dq_stolen), NITEMS);
+    check_taken_once(owner, atomic_load(&dq_stolen));
     ASSERT_GT(owner, 0);
-    printf("owner took %ld, thieves %ld\n", owner, atomic_load(&dq_stolen));
 }
