@@ -25,7 +25,8 @@
  * read at its previous flush (or the trace's start) and at this one: every
  * event in the buffer lies between the two, so a worker's track stays in
  * order and joins up from one buffer to the next. A full buffer
- * is formatted and written by that worker under the file's lock; the
+ * is formatted by that worker into text of its own and written under the
+ * file's lock, 64 KiB at a time; the
  * rest are flushed when the runtime ends, after every worker stopped, and
  * the closing bracket is written then: the file is valid JSON whenever
  * weft_run returns. A process that exits without returning from weft_run
@@ -60,6 +61,8 @@ struct ev {
 struct tbuf {
     uint64_t t0;            /* start of the run in progress */
     uint64_t cal_tick, cal_ns;   /* tclock() and weft__now() - epoch at the last flush */
+    char *text;             /* formatted, not yet written (TEXT_BUF bytes) */
+    size_t tn;
     size_t n;
     struct ev *ev;
 } __attribute__((aligned(64)));
@@ -123,22 +126,26 @@ static const char digit_pairs[201] =
 
 static void o_u(struct out *o, unsigned long long v)
 {
-    char t[24];
-    int i = 24;
+    /* Count the digits first and write them in place, right to left: a
+     * scratch buffer copied afterwards stalled on store forwarding (the
+     * copy's wide loads over the two-byte stores just made). */
+    unsigned n = 1;
+    for (unsigned long long p = 10; n < 20 && v >= p; p *= 10)
+        n++;
+    char *end = o->b + o->n + n;
+    o->n += n;
     while (v >= 100) {
         unsigned r = (unsigned)(v % 100);
         v /= 100;
-        t[--i] = digit_pairs[2 * r + 1];
-        t[--i] = digit_pairs[2 * r];
+        *--end = digit_pairs[2 * r + 1];
+        *--end = digit_pairs[2 * r];
     }
     if (v >= 10) {
-        t[--i] = digit_pairs[2 * v + 1];
-        t[--i] = digit_pairs[2 * v];
+        *--end = digit_pairs[2 * v + 1];
+        *--end = digit_pairs[2 * v];
     } else {
-        t[--i] = (char)('0' + v);
+        *--end = (char)('0' + v);
     }
-    memcpy(o->b + o->n, t + i, (size_t)(24 - i));
-    o->n += (size_t)(24 - i);
 }
 
 /* A pointer as glibc's %p prints it, without snprintf's cost. */
@@ -204,27 +211,29 @@ static void o_tail(struct out *o, uint64_t ts, unsigned widx)
     o_u(o, widx);
 }
 
-/* Formatted events gather here, under out_lock, and go to the file in
- * large writes: an fwrite per event cost as much as formatting it. */
-static char obuf[1 << 16];
-static size_t on;
+/* Formatted events gather in their worker's text buffer, which goes to
+ * the file in one write under out_lock: an fwrite per event cost as much
+ * as formatting it, and formatting under the lock kept the other workers
+ * waiting for it. */
+#define TEXT_BUF (1 << 16)
 
-static void o_flush(void)
+static void o_flush(struct tbuf *b)
 {
-    fwrite(obuf, 1, on, out);
-    on = 0;
+    weft__lock_acquire(&out_lock);
+    fwrite(b->text, 1, b->tn, out);
+    weft__lock_release(&out_lock);
+    b->tn = 0;
 }
 
-static void o_emit(const struct out *o)
+static void o_emit(struct tbuf *b, const struct out *o)
 {
-    if (on + o->n > sizeof obuf)
-        o_flush();
-    memcpy(obuf + on, o->b, o->n);
-    on += o->n;
+    if (b->tn + o->n > TEXT_BUF)
+        o_flush(b);
+    memcpy(b->text + b->tn, o->b, o->n);
+    b->tn += o->n;
 }
 
-/* Called with out_lock held. */
-static void format(unsigned widx, const struct ev *e)
+static void format(struct tbuf *b, unsigned widx, const struct ev *e)
 {
     struct out o;   /* not zeroed: 512 bytes a memset per event, for nothing */
     o.n = 0;
@@ -236,7 +245,7 @@ static void format(unsigned widx, const struct ev *e)
         o_lit(&o, ",\"fibers\":");
         o_u(&o, e->id);
         o_lit(&o, "}}");
-        o_emit(&o);
+        o_emit(b, &o);
         return;
     }
     bool park = e->post == WEFT_POST_PARK;
@@ -272,18 +281,16 @@ static void format(unsigned widx, const struct ev *e)
         o_hex(&o, (uintptr_t)e->obj);
         o_lit(&o, "\"}}");
     }
-    o_emit(&o);
+    o_emit(b, &o);
 }
 
 static void flush_buf(unsigned widx)
 {
     struct tbuf *b = &bufs[widx];
-    weft__lock_acquire(&out_lock);
     to_ns(b);
     for (size_t i = 0; i < b->n; i++)
-        format(widx, &b->ev[i]);
-    o_flush();
-    weft__lock_release(&out_lock);
+        format(b, widx, &b->ev[i]);
+    o_flush(b);
     b->n = 0;
 }
 
@@ -336,7 +343,8 @@ int weft__trace_start(void)
         return -1;
     memset(bufs, 0, n * sizeof *bufs);
     for (unsigned i = 0; i < n; i++) {
-        bufs[i].ev = malloc(TRACE_BUF * sizeof(struct ev));
+        /* the events, then the text they become */
+        bufs[i].ev = malloc(TRACE_BUF * sizeof(struct ev) + TEXT_BUF);
         if (!bufs[i].ev) {
             while (i--)
                 free(bufs[i].ev);
@@ -344,6 +352,7 @@ int weft__trace_start(void)
             bufs = NULL;
             return -1;
         }
+        bufs[i].text = (char *)(bufs[i].ev + TRACE_BUF);
     }
     out = fopen(path, "w");
     if (!out) {
