@@ -265,9 +265,7 @@ static int carve_batch(struct weft__stack_pool *p)
         /* valgrind must know where each stack is, or it takes a switch for
          * a huge stack frame and complains about every access. */
         s->vg_id = VALGRIND_STACK_REGISTER(s->lo, s->hi);
-        s->next = p->free;
-        p->free = s;
-        p->nfree++;
+        weft__stack_pool_put(p, s);
     }
     p->carve = first + n * p->stride;
     return 0;
@@ -285,7 +283,7 @@ int weft__stack_alloc_many(size_t size, weft__stack **out, unsigned max)
     int err = -ENOMEM;
     if (!p)
         goto fail;
-    if (!p->free && !p->cold) {
+    if (!p->nfree && !p->cold) {
         if (p->carve == p->carve_end && (err = grow(p)) < 0)
             goto fail;
         if ((err = carve_batch(p)) < 0)
@@ -293,10 +291,8 @@ int weft__stack_alloc_many(size_t size, weft__stack **out, unsigned max)
     }
     unsigned n = 0;
     weft__stack *s;
-    while (n < max && (s = weft__stack_pool_take(p))) {
-        s->next = NULL;
-        out[n++] = s;
-    }
+    while (n < max && (s = weft__stack_pool_take(p)))
+        out[n++] = s;   /* a pointer copy: the stack itself is not touched */
     pthread_mutex_unlock(&lock);
     return (int)n;
 fail:
@@ -316,12 +312,8 @@ int weft__stack_alloc(size_t size, weft__stack **out)
 void weft__stack_free_many(weft__stack *const *s, unsigned n)
 {
     pthread_mutex_lock(&lock);
-    for (unsigned i = 0; i < n; i++) {
-        struct weft__stack_pool *p = s[i]->pool;
-        s[i]->next = p->free;
-        p->free = s[i];
-        p->nfree++;
-    }
+    for (unsigned i = 0; i < n; i++)
+        weft__stack_pool_put(s[i]->pool, s[i]);
     pthread_mutex_unlock(&lock);
 }
 
@@ -343,12 +335,8 @@ size_t weft__stack_trim(size_t max)
         while (p->nfree > HOT_FREE && done < max) {
             weft__stack *batch[BATCH];
             size_t n = 0;
-            while (n < BATCH && p->nfree > HOT_FREE && done + n < max) {
-                batch[n] = p->free;
-                p->free = batch[n]->next;
-                p->nfree--;
-                n++;
-            }
+            while (n < BATCH && p->nfree > HOT_FREE && done + n < max)
+                batch[n++] = weft__stack_pool_take_oldest(p);
             pthread_mutex_unlock(&lock);
             struct iovec iov[BATCH];
             for (size_t i = 0; i < n; i++) {
@@ -410,7 +398,7 @@ void weft__stack_release_all(void)
             munmap(sl->base, sl->len);
             free(sl);
         }
-        free(p);
+        weft__stack_pool_destroy(p);
     }
     pthread_mutex_unlock(&lock);
 }

@@ -36,15 +36,54 @@ struct weft__stack_pool *weft__stack_pool_for(struct weft__stack_pool **pools, s
 
 weft__stack *weft__stack_pool_take(struct weft__stack_pool *p)
 {
-    weft__stack *s = p->free;
-    if (s) {
-        p->free = s->next;
+    weft__stack *s;
+    if (p->nfree) {
         p->nfree--;
+        s = p->ring[(p->ring_head + p->nfree) & (p->ring_cap - 1)];
     } else if ((s = p->cold)) {
         p->cold = s->next;
         p->ncold--;
     }
     return s;
+}
+
+weft__stack *weft__stack_pool_take_oldest(struct weft__stack_pool *p)
+{
+    if (!p->nfree)
+        return NULL;
+    weft__stack *s = p->ring[p->ring_head];
+    p->ring_head = (p->ring_head + 1) & (p->ring_cap - 1);
+    p->nfree--;
+    return s;
+}
+
+void weft__stack_pool_put(struct weft__stack_pool *p, weft__stack *s)
+{
+    if (p->nfree == p->ring_cap) {
+        size_t cap = p->ring_cap ? 2 * p->ring_cap : 256;   /* a power of two: indices are masked */
+        weft__stack **r = malloc(cap * sizeof *r);
+        if (!r) {
+            /* no memory for the ring: keep it on the list, still usable */
+            s->next = p->cold;
+            p->cold = s;
+            p->ncold++;
+            return;
+        }
+        for (size_t i = 0; i < p->nfree; i++)
+            r[i] = p->ring[(p->ring_head + i) & (p->ring_cap - 1)];
+        free(p->ring);
+        p->ring = r;
+        p->ring_cap = cap;
+        p->ring_head = 0;
+    }
+    p->ring[(p->ring_head + p->nfree) & (p->ring_cap - 1)] = s;
+    p->nfree++;
+}
+
+void weft__stack_pool_destroy(struct weft__stack_pool *p)
+{
+    free(p->ring);
+    free(p);
 }
 
 void weft__stack_pools_each(struct weft__stack_pool *pools, void (*fn)(weft__stack *s, void *arg),

@@ -25,9 +25,15 @@ struct weft__stack_pool {
     struct weft__stack_pool *next;
     size_t usable;          /* usable bytes per stack (page multiple) */
     size_t stride;          /* guard + usable */
-    weft__stack *free;      /* cached stacks, resident, most recently freed first */
-    size_t nfree;
-    weft__stack *cold;      /* cached stacks whose memory was given back (trim) */
+    /* Cached stacks, resident: a ring of pointers, oldest at the head, the
+     * most recently freed at the tail. Pointers, not a list through the
+     * stacks' records, so that moving a batch between the pool and a
+     * worker's cache touches no stack: walking a list of stacks another
+     * worker freed was a cache and TLB miss per stack. */
+    weft__stack **ring;
+    size_t ring_cap, ring_head, nfree;   /* ring_cap: 0 or a power of two */
+    weft__stack *cold;      /* cached stacks whose memory was given back (trim); also
+                               where a stack goes if the ring cannot grow */
     size_t ncold;
     struct slab *slabs;
     char *carve, *carve_end;   /* unused part of the newest slab */
@@ -38,8 +44,14 @@ struct weft__stack_pool {
 /* The pool of stacks of usable bytes in *pools, made on first use. */
 struct weft__stack_pool *weft__stack_pool_for(struct weft__stack_pool **pools, size_t usable,
                                               size_t guard_len);
-/* A cached stack of p, a resident one first; NULL if none. */
+/* A cached stack of p, the most recently freed resident one first; NULL if none. */
 weft__stack *weft__stack_pool_take(struct weft__stack_pool *p);
+/* Cache s in p (resident). */
+void weft__stack_pool_put(struct weft__stack_pool *p, weft__stack *s);
+/* The least recently freed resident stack of p (for trimming), or NULL. */
+weft__stack *weft__stack_pool_take_oldest(struct weft__stack_pool *p);
+/* Free p's own bookkeeping (its slabs are the caller's). */
+void weft__stack_pool_destroy(struct weft__stack_pool *p);
 /* The record of the stack carved at g (its guard region's start): the
  * top bytes of the stack, 64-byte aligned. */
 static inline weft__stack *weft__stack_at(const struct weft__stack_pool *p, char *g)

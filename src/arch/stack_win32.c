@@ -228,12 +228,8 @@ fail:
 void weft__stack_free_many(weft__stack *const *s, unsigned n)
 {
     AcquireSRWLockExclusive(&lock);
-    for (unsigned i = 0; i < n; i++) {
-        struct weft__stack_pool *p = s[i]->pool;
-        s[i]->next = p->free;
-        p->free = s[i];
-        p->nfree++;
-    }
+    for (unsigned i = 0; i < n; i++)
+        weft__stack_pool_put(s[i]->pool, s[i]);
     ReleaseSRWLockExclusive(&lock);
 }
 
@@ -264,9 +260,7 @@ size_t weft__stack_trim(size_t max)
     AcquireSRWLockExclusive(&lock);
     for (struct weft__stack_pool *p = pools; p; p = p->next) {
         while (p->nfree > HOT_FREE && done < max) {
-            weft__stack *s = p->free;
-            p->free = s->next;
-            p->nfree--;
+            weft__stack *s = weft__stack_pool_take_oldest(p);
             ReleaseSRWLockExclusive(&lock);
             char *keep = (char *)((uintptr_t)s & ~(uintptr_t)(page - 1));
             if (keep > s->lo)
@@ -303,7 +297,7 @@ void weft__stack_release_all(void)
             VirtualFree(sl->base, 0, MEM_RELEASE);
             free(sl);
         }
-        free(p);
+        weft__stack_pool_destroy(p);
     }
     mode = WEFT_GUARD_WIN32;   /* every mapping is gone: start afresh */
     guard_budget = -1;
