@@ -929,12 +929,9 @@ static weft_fiber *steal_work(weft__worker *w, weft__worker *take_next)
             if (v == w)
                 continue;
             /* a busy owner's due timers are ours to fire */
-            if (fire_timers(v, now, true)) {
-                bool nx;
-                weft_fiber *f = runq_get(&w->rq, false, &nx);
-                if (f)
-                    return f;
-            }
+            weft_fiber *f;
+            if (fire_timers(v, now, true) && (f = local_pick(w)))
+                return f;
             uint32_t got = runq_grab(&v->rq, batch, false);
             bool spawns = false;
             if (got == 0) {
@@ -959,7 +956,7 @@ static weft_fiber *steal_work(weft__worker *w, weft__worker *take_next)
             /* We run the youngest. Stolen spawns go on our own deque, in
              * their order, so that they too run depth first here and the
              * next thief takes the oldest; woken fibers on our ring. */
-            weft_fiber *f = batch[got - 1];
+            f = batch[got - 1];
             if (spawns) {
                 for (uint32_t i = 0; i + 1 < got; i++)
                     if (!deque_push(&w->dq, batch[i]))
