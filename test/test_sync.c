@@ -772,3 +772,6 @@ static void *main_wg_thread(void *arg)
 }
 
 TEST(wg_done_from_thread) { test_run_cfg(&four, main_wg_thread, NULL); }
+/* The only worker sleeps (in the poller) while the thread is about to
+ * wake the fiber: nobody else could take the wake-up. */
+TEST(wg_done_from_thread_1worker) { test_run_cfg(&one, main_wg_thread, NULL); }

@@ -499,8 +499,13 @@ static bool idle_remove_locked(weft__worker *w)
 /* Wake one idle worker to look for work, unless someone already looks. */
 static void wakep(void)
 {
-    if (weft__rt.n == 1)
-        return;   /* nobody to wake, and no fence to pay for it */
+    /* With one worker there is nobody to wake but that worker, and it is
+     * awake if it is the one asking (no fence to pay). A plain thread (the
+     * blocking pool, a user's thread) must wake it like any other: skipping
+     * that lost every such wake-up on a one-CPU machine, where
+     * weft_getaddrinfo or weft_wg_done from a thread then hung. */
+    if (weft__rt.n == 1 && weft__cur_worker())
+        return;
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&weft__rt.nidle, memory_order_relaxed) == 0)
         return;
