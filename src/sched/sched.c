@@ -339,19 +339,21 @@ void weft__switch_out(weft_fiber *self, int post)
     weft_fiber *prev;
     if (WEFT_UNLIKELY(weft__trace_on))
         weft__trace_switch(w, self, g);
+    weft__ctx *to = &w->sched_ctx;   /* where we go, and its stack for the sanitizers */
+    const void *bottom = w->sched_bottom;
+    size_t size = w->sched_size;
+    void *tsan = w->tsan_fiber;
     if (g) {
         weft__assert(g != self);   /* self is queued only by finish_switch, after this */
         take_cpu(w, g);
-        san_asan_start(post == WEFT_POST_EXIT ? NULL : &self->asan_fake, g->stack->lo,
-                       (size_t)(g->stack->hi - g->stack->lo));
-        san_tsan_switch(g->tsan_fiber);
-        prev = weft__ctx_switch(&self->ctx, &g->ctx, self);
-    } else {
-        san_asan_start(post == WEFT_POST_EXIT ? NULL : &self->asan_fake, w->sched_bottom,
-                       w->sched_size);
-        san_tsan_switch(w->tsan_fiber);
-        prev = weft__ctx_switch(&self->ctx, &w->sched_ctx, self);
+        to = &g->ctx;
+        bottom = g->stack->lo;
+        size = (size_t)(g->stack->hi - g->stack->lo);
+        tsan = g->tsan_fiber;
     }
+    san_asan_start(post == WEFT_POST_EXIT ? NULL : &self->asan_fake, bottom, size);
+    san_tsan_switch(tsan);
+    prev = weft__ctx_switch(&self->ctx, to, self);
     /* Resumed, perhaps on another worker: self->worker was updated by
      * whoever resumed us; read nothing cached from before the switch. */
     w = self->worker;
