@@ -178,18 +178,13 @@ static void fiber_entry(void *prev)
      * jlock stays held until our switch is finished (weft__fiber_finish,
      * on the joiner's stack or the loop's): a joiner that runs before
      * then, here or stolen elsewhere, waits on it before freeing this
-     * stack, as it always has. */
+     * stack, as it always has; and nobody can detach us meanwhile. */
     if (!(self->flags & WEFT__MAIN)) {
         weft__spin_lock(&self->jlock);
-        if (self->flags & WEFT_DETACHED) {
-            weft__spin_unlock(&self->jlock);
-        } else {
-            atomic_store_explicit(&self->state, WEFT_F_DEAD, memory_order_relaxed);
-            weft_fiber *j = self->joiner;
-            if (j && weft__wake_claim(j, 0))
-                weft__ready(j);
-            self->exit_held = 1;
-        }
+        atomic_store_explicit(&self->state, WEFT_F_DEAD, memory_order_relaxed);
+        weft_fiber *j = self->joiner;   /* none if detached */
+        if (j && weft__wake_claim(j, 0))
+            weft__ready(j);
     }
     weft__switch_out(self, WEFT_POST_EXIT);
     weft__panic(__FILE__, __LINE__, "a returned fiber was resumed");
@@ -312,7 +307,8 @@ static void cancel_one(weft_fiber *f, void *arg)
     weft_cancel(f);
 }
 
-/* On the worker's stack, after f switched away for the last time. */
+/* After f switched away for the last time, on whichever stack took over
+ * (the loop's, or the next fiber's: finish_switch in sched.c). */
 void weft__fiber_finish(weft__worker *w, weft_fiber *f)
 {
     /* Release: whoever counts this exit sees the spawns that led to it
@@ -329,21 +325,11 @@ void weft__fiber_finish(weft__worker *w, weft_fiber *f)
         weft__fiber_free(w, f);
         return;
     }
-    if (f->exit_held) {
-        weft__spin_unlock(&f->jlock);   /* fiber_entry did the rest; the joiner may free f now */
-        return;
-    }
-    weft__spin_lock(&f->jlock);
-    atomic_store_explicit(&f->state, WEFT_F_DEAD, memory_order_relaxed);
-    if (f->flags & WEFT_DETACHED) {
-        weft__spin_unlock(&f->jlock);
+    /* fiber_entry marked f dead and readied its joiner, and holds jlock */
+    bool detached = f->flags & WEFT_DETACHED;   /* read while jlock still pins it */
+    weft__spin_unlock(&f->jlock);   /* a joiner or weft_detach may free f from here on */
+    if (detached)
         weft__fiber_free(w, f);
-    } else {
-        weft_fiber *j = f->joiner;
-        if (j && weft__wake_claim(j, 0))
-            weft__ready(j);
-        weft__spin_unlock(&f->jlock);   /* the joiner may free f from here on */
-    }
 }
 
 static bool valid(const weft_fiber *f)

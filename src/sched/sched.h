@@ -128,7 +128,6 @@ struct weft_fiber {
     /* life cycle and join */
     weft__spin jlock;
     int joined;                     /* a joiner took it (or is waiting) */
-    int exit_held;                  /* returned holding jlock, joiner readied (fiber.c) */
     weft_fiber *joiner;
     void *(*fn)(void *);
     void *arg;
