@@ -33,6 +33,7 @@ struct sockaddr_in io_addr(uint16_t port);
 void io_tcp_pair(int *a, int *b);
 /* Threads in this process whose name is `comm` (NULL: all). */
 int io_count_threads(const char *comm);
+int io_count_threads_named(const char *prefix);   /* names starting with prefix */
 /* Raise RLIMIT_NOFILE to at least n (soft and hard); 0 or -errno. */
 int io_raise_nofile(unsigned long n);
 

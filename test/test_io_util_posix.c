@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -69,7 +70,9 @@ void io_tcp_pair(int *a, int *b)
     close(l);
 }
 
-int io_count_threads(const char *comm)
+/* Threads of this process named name exactly, or starting with it if
+ * prefix (NULL: all of them). */
+static int count_threads(const char *name, bool prefix)
 {
     DIR *d = opendir("/proc/self/task");
     ASSERT(d != NULL);
@@ -78,23 +81,26 @@ int io_count_threads(const char *comm)
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.')
             continue;
-        if (!comm) {
+        if (!name) {
             n++;
             continue;
         }
-        char path[300], name[64] = "";
+        char path[300], comm[64] = "";
         snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
         FILE *f = fopen(path, "r");
         if (!f)
             continue;
-        if (fgets(name, sizeof name, f))
-            name[strcspn(name, "\n")] = 0;
+        if (fgets(comm, sizeof comm, f))
+            comm[strcspn(comm, "\n")] = 0;
         fclose(f);
-        n += strcmp(name, comm) == 0;
+        n += prefix ? strncmp(comm, name, strlen(name)) == 0 : strcmp(comm, name) == 0;
     }
     closedir(d);
     return n;
 }
+
+int io_count_threads(const char *comm) { return count_threads(comm, false); }
+int io_count_threads_named(const char *prefix) { return count_threads(prefix, true); }
 
 int io_raise_nofile(unsigned long n)
 {
