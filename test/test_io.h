@@ -34,6 +34,9 @@ void io_tcp_pair(int *a, int *b);
 /* Threads in this process whose name is `comm` (NULL: all). */
 int io_count_threads(const char *comm);
 int io_count_threads_named(const char *prefix);   /* names starting with prefix */
+/* test_run(main_fn, arg), and check that no thread outlives the runtime;
+ * returns what main_fn returned. */
+void *io_run_leaving_no_thread(void *(*main_fn)(void *), void *arg);
 /* Raise RLIMIT_NOFILE to at least n (soft and hard); 0 or -errno. */
 int io_raise_nofile(unsigned long n);
 

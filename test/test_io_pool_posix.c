@@ -62,43 +62,13 @@ static void *main_grow_shrink(void *arg)
     return arg;
 }
 
-/* pthread_join returns when the kernel clears the thread's tid, a moment
- * before its /proc/self/task entry goes (a longer moment under qemu-user):
- * wait for the count to settle, within a bounded time. */
-static int threads_settle(int want)
-{
-    int n = 0;
-    for (int i = 0; i < 200 && (n = io_count_threads(NULL)) != want; i++)
-        usleep(10000);
-    return n;
-}
 
-/* Run main_fn and check that no thread outlives the runtime: the process
- * has as many threads as before. Under qemu-user /proc/self/task also
- * lists the emulator's own threads, which come and go on their own (one
- * run in six saw 3 before and 2 after): there, count the runtime's
- * threads instead, which are all named "weft/..." (weft__thread_start). */
-static void run_and_count_threads(void *(*main_fn)(void *))
-{
-    const char *q = getenv("WEFT_TEST_QEMU");
-    if (q && strcmp(q, "0") != 0) {
-        test_run(main_fn, NULL);
-        int n = 0;
-        for (int i = 0; i < 200 && (n = io_count_threads_named("weft/")) != 0; i++)
-            usleep(10000);
-        ASSERT_EQ(n, 0);
-        return;
-    }
-    int before = io_count_threads(NULL);
-    test_run(main_fn, NULL);
-    ASSERT_EQ(threads_settle(before), before);
-}
 
 IO_TEST(io_pool_grows_and_shrinks)
 {
     setenv("WEFT_POOL_MAX", "4", 1);
     setenv("WEFT_POOL_IDLE_MS", "100", 1);
-    run_and_count_threads(main_grow_shrink);
+    io_run_leaving_no_thread(main_grow_shrink, NULL);
     ASSERT_EQ(io_count_threads("weft/pool"), 0);
 }
 
@@ -119,7 +89,7 @@ static void *main_pool_left_running(void *arg)
 
 IO_TEST(io_pool_threads_gone_after_run)
 {
-    run_and_count_threads(main_pool_left_running);
+    io_run_leaving_no_thread(main_pool_left_running, NULL);
 }
 
 static _Atomic int ran_a, ran_b, running_a, release_a;
