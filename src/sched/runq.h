@@ -9,7 +9,7 @@
  * only differences are used); slot = index % RUNQ_SIZE.
  *
  *   tail  written only by the owner (store-release after filling the slot);
- *   head  advanced by whoever takes items: the owner (runq_get) or a thief
+ *   head  advanced by whoever takes items: the owner (runq_take_ring) or a thief
  *         (runq_grab), always by compare-and-swap, so a slot is consumed by
  *         exactly one of them;
  *   next  the slot a freshly readied fiber goes to, so that a fiber woken by
@@ -117,7 +117,9 @@ static inline struct weft_fiber *runq_take_ring(struct weft__runq *q)
 }
 
 /* Owner only. Take from the next slot then the ring; with skip_next, from
- * the ring then the next slot. */
+ * the ring then the next slot. The scheduler composes the two itself, with
+ * its spawn deque between them (local_pick in sched.c); the test suite
+ * drives the ring through this. */
 static inline struct weft_fiber *runq_get(struct weft__runq *q, bool skip_next, bool *was_next)
 {
     struct weft_fiber *f;
