@@ -215,6 +215,74 @@ TEST(sched_no_lost_wakeups_sleep)
     test_run_cfg(&four_workers, main_many_sleeps, NULL);
 }
 
+/* Thousands of timers in one worker's heap, a third of them taken out of
+ * the middle (cancelled) before they are due: every survivor wakes, none
+ * early, and none after a timer due well after its own had already fired
+ * (a heap whose order broke lets a timer wait behind later ones). */
+#define HEAP_FIBERS 4000
+#define HEAP_STEP_NS 100000ull   /* due times 0.1 ms apart: 400 ms in all */
+static uint64_t heap_due[HEAP_FIBERS], heap_woke[HEAP_FIBERS];
+static int heap_res[HEAP_FIBERS];
+static atomic_size_t heap_armed;
+
+static void *heap_sleeper(void *arg)
+{
+    size_t i = (size_t)arg;
+    atomic_fetch_add(&heap_armed, 1);   /* one worker: it parks before anyone reads this */
+    uint64_t now = weft_now();
+    heap_res[i] = heap_due[i] > now ? weft_sleep(heap_due[i] - now) : 0;
+    heap_woke[i] = weft_now();
+    return NULL;
+}
+
+static void *main_timer_heap(void *arg)
+{
+    static weft_fiber *f[HEAP_FIBERS];
+    weft_attr a = { .stack_size = 16 << 10 };
+    atomic_store(&heap_armed, 0);
+    uint64_t base = weft_now() + (uint64_t)(300 * MS * test_time_scale());
+    for (size_t i = 0; i < HEAP_FIBERS; i++) {
+        /* a fixed shuffle of the due times: 7919 is prime, so i -> 7919 i
+         * mod HEAP_FIBERS is a permutation */
+        heap_due[i] = base + (uint64_t)((i * 7919) % HEAP_FIBERS) * HEAP_STEP_NS;
+        ASSERT_EQ(weft_spawn(&f[i], &a, heap_sleeper, (void *)i), 0);
+    }
+    while (atomic_load(&heap_armed) < HEAP_FIBERS)
+        weft_yield();   /* until every sleeper has armed its timer */
+    ASSERT_LT(weft_now(), base);
+    for (size_t i = 0; i < HEAP_FIBERS; i += 3)
+        ASSERT_EQ(weft_cancel(f[i]), 0);
+    for (size_t i = 0; i < HEAP_FIBERS; i++)
+        ASSERT_EQ(weft_join(f[i], NULL), 0);
+
+    /* by due time: the latest wake-up seen so far must never be far ahead */
+    static size_t by_due[HEAP_FIBERS];
+    for (size_t i = 0; i < HEAP_FIBERS; i++)
+        by_due[(i * 7919) % HEAP_FIBERS] = i;
+    uint64_t margin = (uint64_t)(30 * MS * test_time_scale()), latest = 0;
+    size_t woke = 0;
+    for (size_t k = 0; k < HEAP_FIBERS; k++) {
+        size_t i = by_due[k];
+        if (i % 3 == 0) {
+            ASSERT_EQ(heap_res[i], -ECANCELED);
+            continue;
+        }
+        ASSERT_EQ(heap_res[i], 0);
+        ASSERT_GE(heap_woke[i], heap_due[i]);
+        ASSERT_GE(heap_woke[i] + margin, latest);
+        if (heap_woke[i] > latest)
+            latest = heap_woke[i];
+        woke++;
+    }
+    ASSERT_EQ(woke, (size_t)(HEAP_FIBERS - (HEAP_FIBERS + 2) / 3));
+    return arg;
+}
+
+TEST(sched_timer_heap_many_in_order)
+{
+    test_run_cfg(&one_worker, main_timer_heap, NULL);
+}
+
 /* ---------------------------------------------------------- cancellation */
 
 static void *sleep_forever(void *arg)

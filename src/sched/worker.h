@@ -26,6 +26,13 @@ typedef struct weft__wstats {
     atomic_store_explicit(&(ctr), atomic_load_explicit(&(ctr), memory_order_relaxed) + (n), \
                           memory_order_relaxed)
 
+/* An entry of a worker's timer heap: the due time beside the timer, so that
+ * ordering the heap reads this array only, never the timers themselves. */
+struct weft__heap_ent {
+    uint64_t when;
+    weft__timer *t;
+};
+
 struct weft__worker {
     struct weft__runq rq;           /* first: the hottest lines */
     struct weft__deque dq;          /* spawns pushed out of the next slot (deque.h) */
@@ -43,9 +50,11 @@ struct weft__worker {
     weft_fiber *inbox_head, *inbox_tail;
     _Atomic uint32_t inbox_n;
 
-    /* timers: a binary min-heap of the timers armed by fibers running here */
+    /* timers: a 4-ary min-heap of the timers armed by fibers running here
+     * (sched.c, TIMERS); heap_mem is its allocation, heap its root */
     weft__lock tlock;
-    weft__timer **heap;
+    struct weft__heap_ent *heap;
+    void *heap_mem;
     size_t heap_len, heap_cap;
     uint64_t tseq;
     _Atomic uint64_t tnext;         /* earliest when, UINT64_MAX if none */
