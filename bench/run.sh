@@ -17,6 +17,8 @@
 # targets read "<= X" and throughput targets ">= X".
 #
 # Environment:
+#   BENCH_ROUNDS       times each row is measured, weft and peer in turn
+#                      (default 3); the row reports the median ratio
 #   BENCH_SECONDS      length of each wrk / echo load run (default 5)
 #   BENCH_ONLY         extended regex: run only rows whose name matches
 #   BENCH_RUN_TIMEOUT  limit for one run of a "run" row's program, s (default 300)
@@ -45,7 +47,11 @@
 #   pcase   the RESULT case to read from the peer's side
 #   target  on the ratio weft/peer: "<=X" or ">=X"
 #
-# Identical (kind, command) pairs are measured once and shared between rows.
+# Each row is measured BENCH_ROUNDS times, its weft side and its peer side
+# in turn (w p w p w p), so that a machine that speeds up or slows down
+# mid-run moves both sides of a round alike; the row reports the round with
+# the median ratio and lists every round's ratio after it. Identical
+# (kind, command) pairs are measured once per round and shared between rows.
 # A row whose weft binary does not exist yet is skipped, not failed.
 # -----------------------------------------------------------------------------
 # name                | kind         | weft                            | wcase           | peer     | pcmd                          | pcase           | target
@@ -89,6 +95,7 @@ OUT=$BUILD/bench/out            # every measured program's output is kept here
 rm -f "$OUT"/*
 
 SECONDS_PER_RUN=${BENCH_SECONDS:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
 RUN_TIMEOUT=${BENCH_RUN_TIMEOUT:-300}
 ONLY=${BENCH_ONLY:-}
 VERBOSE=${BENCH_VERBOSE:-0}
@@ -96,6 +103,7 @@ CC=${CC:-cc}
 GO=${GO:-go}
 
 case $SECONDS_PER_RUN in ''|*[!0-9]*|0) echo "bench: BENCH_SECONDS must be a positive integer" >&2; exit 2;; esac
+case $ROUNDS in ''|*[!0-9]*|0) echo "bench: BENCH_ROUNDS must be a positive integer" >&2; exit 2;; esac
 case $RUN_TIMEOUT in ''|*[!0-9]*|0) echo "bench: BENCH_RUN_TIMEOUT must be a positive integer" >&2; exit 2;; esac
 
 # 10,000 connections need more than the usual 1024 descriptors, in wrk and in
@@ -129,7 +137,7 @@ SERVER_PID= SERVER_TPID= SERVER_RC=0 PORT=
 FAILURES=0
 fail_note() { echo "error: $*"; FAILURES=$((FAILURES + 1)); }
 
-echo "bench: build dir $BUILD_ARG, ${SECONDS_PER_RUN}s per load run; outputs in $BUILD_ARG/bench/out/"
+echo "bench: build dir $BUILD_ARG, $ROUNDS rounds, ${SECONDS_PER_RUN}s per load run; outputs in $BUILD_ARG/bench/out/"
 
 # --- build the peers --------------------------------------------------------------
 HAVE_GO=0
@@ -214,13 +222,15 @@ stop_server() {
 }
 
 # --- measurements ---------------------------------------------------------------------
-# measure KIND CMD : leaves the output with RESULT lines in the file $M_OUT and
-# the reason for a failure in $M_ERR (empty if it worked). Memoised.
+# measure ROUND KIND CMD : leaves the output with RESULT lines in the file
+# $M_OUT and the reason for a failure in $M_ERR (empty if it worked).
+# Memoised per round.
 declare -A MEMO_OUT MEMO_ERR
 M_SEQ=0
 
 measure() {
-    local kind=$1 cmd=$2 key="$1|$2"
+    local round=$1; shift
+    local kind=$1 cmd=$2 key="$round|$1|$2"
     if [ -n "${MEMO_OUT[$key]+x}" ]; then
         M_OUT=${MEMO_OUT[$key]}; M_ERR=${MEMO_ERR[$key]}
         return
@@ -241,7 +251,7 @@ measure() {
         *)            M_ERR="unknown kind '$kind'" ;;
     esac
     if [ "$VERBOSE" = 1 ]; then
-        echo "---- $kind $cmd"; cat "$M_OUT"; [ -s "$OUT/$tag.err" ] && cat "$OUT/$tag.err"
+        echo "---- round $round: $kind $cmd"; cat "$M_OUT"; [ -s "$OUT/$tag.err" ] && cat "$OUT/$tag.err"
     fi
     MEMO_OUT[$key]=$M_OUT
     MEMO_ERR[$key]=$M_ERR
@@ -381,6 +391,32 @@ missing_reason() {
     fi
 }
 
+# run_round K : round K of the row being read (kind, wcmd, wcase, pcmd, pcase):
+# both sides, then their ratio. Sets W_VAL/W_UNIT, P_VAL/P_UNIT, RATIO
+# (weft/peer, a plain number), w_out/p_out, and ROUND_ERR when it failed.
+run_round() {
+    local k=$1 wscale=1 pscale=1
+    measure "$k" "$kind" "$wcmd"; w_out=$M_OUT
+    if [ -n "$M_ERR" ]; then ROUND_ERR="weft side ($wcmd): $M_ERR"; return 1; fi
+    if ! result "$w_out" "$wcase"; then ROUND_ERR="weft side ($wcmd) printed no 'RESULT $wcase <value> <unit>' (see $w_out)"; return 1; fi
+    W_VAL=$R_VAL; W_UNIT=$R_UNIT
+    measure "$k" "$kind" "$pcmd"; p_out=$M_OUT
+    if [ -n "$M_ERR" ]; then ROUND_ERR="peer side ($pcmd): $M_ERR"; return 1; fi
+    if ! result "$p_out" "$pcase"; then ROUND_ERR="peer side ($pcmd) printed no 'RESULT $pcase <value> <unit>' (see $p_out)"; return 1; fi
+    P_VAL=$R_VAL; P_UNIT=$R_UNIT
+    # Bring both to one unit when they differ within a family (us vs ms, ...).
+    if [ "$W_UNIT" != "$P_UNIT" ]; then
+        if [ -n "$(unit_family "$W_UNIT")" ] && [ "$(unit_family "$W_UNIT")" = "$(unit_family "$P_UNIT")" ]; then
+            wscale=$(unit_scale "$W_UNIT"); pscale=$(unit_scale "$P_UNIT")
+        else
+            ROUND_ERR="units differ: weft $W_UNIT, peer $P_UNIT"; return 1
+        fi
+    fi
+    RATIO=$(awk -v w="$W_VAL" -v p="$P_VAL" -v ws="$wscale" -v ps="$pscale" \
+        'BEGIN { if (p * ps == 0) print "nan"; else printf "%.6g\n", (w * ws) / (p * ps) }')
+    if [ "$RATIO" = nan ]; then ROUND_ERR="peer measured 0 $P_UNIT"; return 1; fi
+}
+
 while IFS= read -r -u 9 raw; do
     line=$(trim "$raw")
     [ -z "$line" ] && continue
@@ -402,34 +438,27 @@ while IFS= read -r -u 9 raw; do
         echo:*) why=$(missing_reason bench/go/echo); [ -n "$why" ] && { row_skip "$name" "echo client: $why"; continue; } ;;
     esac
 
-    measure "$kind" "$wcmd"; w_out=$M_OUT; w_err=$M_ERR
-    if [ -n "$w_err" ]; then row_fail "$name" "weft side ($wcmd): $w_err"; continue; fi
-    if ! result "$w_out" "$wcase"; then row_fail "$name" "weft side ($wcmd) printed no 'RESULT $wcase <value> <unit>' (see $w_out)"; continue; fi
-    wval=$R_VAL; wunit=$R_UNIT
-
-    measure "$kind" "$pcmd"; p_out=$M_OUT; p_err=$M_ERR
-    if [ -n "$p_err" ]; then row_fail "$name" "peer side ($pcmd): $p_err"; continue; fi
-    if ! result "$p_out" "$pcase"; then row_fail "$name" "peer side ($pcmd) printed no 'RESULT $pcase <value> <unit>' (see $p_out)"; continue; fi
-    pval=$R_VAL; punit=$R_UNIT
-
-    # Bring both to one unit when they differ within a family (us vs ms, ...).
-    wscale=1 pscale=1
-    if [ "$wunit" != "$punit" ]; then
-        if [ -n "$(unit_family "$wunit")" ] && [ "$(unit_family "$wunit")" = "$(unit_family "$punit")" ]; then
-            wscale=$(unit_scale "$wunit"); pscale=$(unit_scale "$punit")
-        else
-            row_fail "$name" "units differ: weft $wunit, peer $punit"; continue
-        fi
-    fi
-    verdict=$(awk -v w="$wval" -v p="$pval" -v ws="$wscale" -v ps="$pscale" -v op="$top" -v t="$tval" 'BEGIN {
-        if (p * ps == 0) { print "nan BAD"; exit }
-        r = (w * ws) / (p * ps)
+    # Every round's ratio, and the outputs of each, kept by ratio for the median.
+    ROUND_ERR= rounds=() w_outs=() p_outs=()
+    for k in $(seq 1 "$ROUNDS"); do
+        run_round "$k" || break
+        rounds+=("$RATIO $W_VAL $W_UNIT $P_VAL $P_UNIT $k")
+        w_outs[$k]=$w_out; p_outs[$k]=$p_out
+    done
+    if [ -n "$ROUND_ERR" ]; then row_fail "$name" "$ROUND_ERR"; continue; fi
+    # The median round (the lower one of the middle two for an even count).
+    median=$(printf '%s\n' "${rounds[@]}" | sort -g -k1,1 | sed -n "$(( (ROUNDS + 1) / 2 ))p")
+    read -r ratio_raw wval wunit pval punit mk <<<"$median"
+    w_out=${w_outs[$mk]}; p_out=${p_outs[$mk]}
+    spread=$(printf '%s\n' "${rounds[@]}" | sort -n -k6,6 | awk '{ printf "%s%.2f", (NR > 1 ? " " : ""), $1 }')
+    verdict=$(awk -v r="$ratio_raw" -v op="$top" -v t="$tval" 'BEGIN {
         ok = (op == "<=") ? (r <= t + 1e-12) : (r >= t - 1e-12)
         printf "%.2f %s\n", r, ok ? "OK" : "MISS" }')
     ratio=${verdict% *}; status=${verdict#* }
-    if [ "$status" = BAD ]; then row_fail "$name" "peer measured 0 $punit"; continue; fi
-    printf '%-22s weft %10s %-5s  %-8s %10s %-5s  ratio %6s  (target %s %.2f)  %s\n' \
+    printf '%-22s weft %10s %-5s  %-8s %10s %-5s  ratio %6s  (target %s %.2f)  %s' \
         "$name" "$wval" "$wunit" "$plabel" "$pval" "$punit" "$ratio" "$top" "$tval" "$status"
+    [ "$ROUNDS" -gt 1 ] && printf '  [rounds: %s]' "$spread"
+    printf '\n'
     if [ "$status" = OK ]; then OK=$((OK + 1)); else MISS=$((MISS + 1)); fi
     # Worth knowing beside the number: wrk's socket errors, and for memory
     # rows how many threads the server had when its RSS peaked.
