@@ -20,14 +20,17 @@
  *   are clear; a newcomer may take the lock ahead of the queue ("barging"),
  *   which keeps a fiber that unlocks and re-locks on its CPU instead of
  *   switching to a waiter each time: the throughput mode. Unlock clears
- *   LOCKED and, if there are waiters and none was woken already, wakes the
- *   head with "retry". The woken waiter competes with newcomers; if it loses
- *   it goes back to the *front* of the queue, keeping its original start.
+ *   LOCKED with one atomic subtraction, which also says what else was set,
+ *   and, if there are waiters and none was woken already, wakes the head
+ *   with "retry". The woken waiter competes with newcomers; if it loses it
+ *   goes back to the *front* of the queue, keeping its original start. Lock
+ *   and unlock each cost one locked instruction, whatever the other bits.
  *
  *   Starvation mode. A waiter that loses after having waited more than 1 ms
- *   sets STARVING. From then on unlock does not clear LOCKED: it hands the
- *   lock to the head waiter directly (the claim's result says "you own it"),
- *   and newcomers queue at the tail instead of barging. The waiter handed
+ *   sets STARVING. While it is set nobody takes the lock on their own, LOCKED
+ *   or not: unlock hands the lock to the head waiter directly (the claim's
+ *   result says "you own it"), setting LOCKED again for it, and newcomers
+ *   queue at the tail instead of barging. The waiter handed
  *   the lock ends the mode if it was the last in the queue or had waited
  *   less than 1 ms (the queue moves fast again), as in Go.
  *
@@ -210,14 +213,10 @@ int weft_mutex_lock(weft_mutex *m)
     if (!self)
         return -EPERM;
     struct mutex *x = MTX(m);
-    uint32_t zero = 0;
-    if (WEFT_LIKELY(atomic_compare_exchange_weak_explicit(&x->state, &zero, M_LOCKED,
-                                                          memory_order_acquire,
-                                                          memory_order_relaxed))) {
-        atomic_store_explicit(&x->owner, self, memory_order_relaxed);
-        return 0;
-    }
-    if (try_acquire(x, self))
+    /* Load, then one compare-and-swap from what was seen: with fibers
+     * queued the state is not 0, and a first try from 0 would fail and
+     * cost a locked instruction of its own. */
+    if (WEFT_LIKELY(try_acquire(x, self)))
         return 0;
     if (atomic_load_explicit(&x->owner, memory_order_relaxed) == self)
         return -EDEADLK;
@@ -234,23 +233,30 @@ int weft_mutex_trylock(weft_mutex *m)
     return try_acquire(MTX(m), self) ? 0 : -EBUSY;
 }
 
-/* Starvation mode: give the lock to the first waiter we can claim. */
+/* Starvation mode: give the lock to the first waiter we can claim. LOCKED
+ * is clear (unlock took it off), and STARVING keeps newcomers out until we
+ * set it again for the new owner. */
 static void unlock_handoff(struct mutex *x)
 {
     weft__wlock(&x->qlock);
     weft__waiter *w = weft__waitq_claim(&x->q, M_OWNED);
     if (!w) {
         /* every waiter was cancelled or timed out meanwhile: release */
-        atomic_fetch_and(&x->state, ~(M_LOCKED | M_STARVING | M_QUEUED));
+        atomic_fetch_and(&x->state, ~(M_STARVING | M_QUEUED));
         weft__wunlock(&x->qlock);
         return;
     }
     weft_fiber *f = w->f;
     atomic_store_explicit(&x->owner, f, memory_order_relaxed);
+    uint32_t clear = 0;
     if (weft__waitq_empty(&x->q))
-        atomic_fetch_and(&x->state, ~(M_QUEUED | M_STARVING));
+        clear = M_QUEUED | M_STARVING;
     else if (weft__now() - w->since < STARVE_NS)
-        atomic_fetch_and(&x->state, ~M_STARVING);
+        clear = M_STARVING;
+    /* one step: LOCKED is back before STARVING can go */
+    uint32_t s = atomic_load(&x->state);
+    while (!atomic_compare_exchange_weak(&x->state, &s, (s | M_LOCKED) & ~clear))
+        ;
     weft__wunlock(&x->qlock);
     weft__ready(f);
 }
@@ -276,23 +282,19 @@ static void unlock_wake(struct mutex *x)
         weft__ready(w->f);
 }
 
+/* One locked instruction whatever the other bits say, as Go's Unlock: the
+ * subtraction drops LOCKED and reports what else was set. A compare-and-swap
+ * from exactly LOCKED, tried first, failed whenever fibers were queued (the
+ * contended case, where it matters) and cost a second locked instruction. */
 static void mutex_unlock_(struct mutex *x)
 {
     atomic_store_explicit(&x->owner, NULL, memory_order_relaxed);
-    uint32_t s = M_LOCKED;
-    if (WEFT_LIKELY(atomic_compare_exchange_weak_explicit(&x->state, &s, 0, memory_order_release,
-                                                          memory_order_relaxed)))
+    uint32_t s = atomic_fetch_sub_explicit(&x->state, M_LOCKED, memory_order_release);
+    if (WEFT_LIKELY(s == M_LOCKED))
         return;
-    for (;;) {
-        if (s & M_STARVING) {
-            unlock_handoff(x);
-            return;
-        }
-        if (atomic_compare_exchange_weak_explicit(&x->state, &s, s & ~M_LOCKED,
-                                                  memory_order_release, memory_order_relaxed))
-            break;
-    }
-    if ((s & M_QUEUED) && !(s & M_WOKEN))
+    if (s & M_STARVING)
+        unlock_handoff(x);
+    else if ((s & M_QUEUED) && !(s & M_WOKEN))
         unlock_wake(x);
 }
 
