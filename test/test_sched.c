@@ -223,11 +223,14 @@ TEST(sched_no_lost_wakeups_sleep)
 #define HEAP_STEP_NS 100000ull   /* due times 0.1 ms apart: 400 ms in all */
 static uint64_t heap_due[HEAP_FIBERS], heap_woke[HEAP_FIBERS];
 static int heap_res[HEAP_FIBERS];
-static atomic_size_t heap_armed;
+static atomic_size_t heap_at_gate, heap_armed;
+static weft_wg heap_gate;
 
 static void *heap_sleeper(void *arg)
 {
     size_t i = (size_t)arg;
+    atomic_fetch_add(&heap_at_gate, 1);
+    ASSERT_EQ(weft_wg_wait(&heap_gate), 0);   /* the due times are set meanwhile */
     atomic_fetch_add(&heap_armed, 1);   /* one worker: it parks before anyone reads this */
     uint64_t now = weft_now();
     heap_res[i] = heap_due[i] > now ? weft_sleep(heap_due[i] - now) : 0;
@@ -239,14 +242,23 @@ static void *main_timer_heap(void *arg)
 {
     static weft_fiber *f[HEAP_FIBERS];
     weft_attr a = { .stack_size = 16 << 10 };
+    atomic_store(&heap_at_gate, 0);
     atomic_store(&heap_armed, 0);
-    uint64_t base = weft_now() + (uint64_t)(300 * MS * test_time_scale());
+    ASSERT_EQ(weft_wg_add(&heap_gate, 1), 0);
+    uint64_t t0 = weft_now();
+    for (size_t i = 0; i < HEAP_FIBERS; i++)
+        ASSERT_EQ(weft_spawn(&f[i], &a, heap_sleeper, (void *)i), 0);
+    while (atomic_load(&heap_at_gate) < HEAP_FIBERS)
+        weft_yield();
+    /* Arming runs every fiber once more, as getting to the gate did: give
+     * it twice that long before the first is due (TSan is slow at both). */
+    uint64_t base = weft_now() + 2 * (weft_now() - t0) + (uint64_t)(300 * MS * test_time_scale());
     for (size_t i = 0; i < HEAP_FIBERS; i++) {
         /* a fixed shuffle of the due times: 7919 is prime, so i -> 7919 i
          * mod HEAP_FIBERS is a permutation */
         heap_due[i] = base + (uint64_t)((i * 7919) % HEAP_FIBERS) * HEAP_STEP_NS;
-        ASSERT_EQ(weft_spawn(&f[i], &a, heap_sleeper, (void *)i), 0);
     }
+    ASSERT_EQ(weft_wg_done(&heap_gate), 0);
     while (atomic_load(&heap_armed) < HEAP_FIBERS)
         weft_yield();   /* until every sleeper has armed its timer */
     ASSERT_LT(weft_now(), base);
