@@ -565,7 +565,7 @@ TEST(select_many_cancel_conserves_4workers) { test_run_cfg(&four, main_select_ma
  *   the semaphore holds its initial units again.
  */
 /* 100,000 by default; WEFT_STRESS_FIBERS lowers it where every instruction
- * is emulated or instrumented (valgrind, qemu), see the Makefile. */
+ * is emulated or instrumented (valgrind, qemu, TSan), see the Makefile. */
 static int SFIBERS = 100000;
 #define SCHANS 64
 #define SEM_UNITS 50
