@@ -50,8 +50,10 @@
 # Each row is measured BENCH_ROUNDS times, its weft side and its peer side
 # in turn (w p w p w p), so that a machine that speeds up or slows down
 # mid-run moves both sides of a round alike; the row reports the round with
-# the median ratio and lists every round's ratio after it. Identical
-# (kind, command) pairs are measured once per round and shared between rows.
+# the median ratio and lists every round's ratio after it. Measurements are
+# not shared between rows (a weft run taken for an earlier row would be
+# minutes away from this row's peer run); within a row, a side whose kind
+# and command equal the other's reads the same run (budget rows, trace_skynet).
 # A row whose weft binary does not exist yet is skipped, not failed.
 # -----------------------------------------------------------------------------
 # name                | kind         | weft                            | wcase           | peer     | pcmd                          | pcase           | target
@@ -224,13 +226,13 @@ stop_server() {
 # --- measurements ---------------------------------------------------------------------
 # measure ROUND KIND CMD : leaves the output with RESULT lines in the file
 # $M_OUT and the reason for a failure in $M_ERR (empty if it worked).
-# Memoised per round.
+# Memoised per row ($name) and round.
 declare -A MEMO_OUT MEMO_ERR
 M_SEQ=0
 
 measure() {
     local round=$1; shift
-    local kind=$1 cmd=$2 key="$round|$1|$2"
+    local kind=$1 cmd=$2 key="$name|$round|$1|$2"
     if [ -n "${MEMO_OUT[$key]+x}" ]; then
         M_OUT=${MEMO_OUT[$key]}; M_ERR=${MEMO_ERR[$key]}
         return
