@@ -45,6 +45,8 @@ _Noreturn void test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(TEST_PRINTF_, 3, 4)));
 double test_time_scale(void);   /* WEFT_TEST_TIME_SCALE: slower environments */
 unsigned long long test_cpu_time_us(void);   /* user + system CPU time of this process */
+/* A deadline for weft_deadline, ms from now. */
+static inline int64_t ms_from_now(unsigned ms) { return (int64_t)(weft_now() + ms * 1000000ull); }
 
 #define TEST_TIMEOUT(name, secs)                                                    \
     static void test_##name(void);                                                  \

@@ -21,8 +21,6 @@ static void spawn_ok(weft_fiber **f, void *(*fn)(void *), void *arg)
 
 static void join_ok(weft_fiber *f) { ASSERT_EQ(weft_join(f, NULL), 0); }
 
-static int64_t ms_from_now(unsigned ms) { return (int64_t)(weft_now() + ms * 1000000ull); }
-
 /* ------------------------------------------------------------ FIFO order */
 
 #define NMSG 20000

@@ -22,8 +22,6 @@ static void join_ok(weft_fiber *f)
     ASSERT_EQ(weft_join(f, NULL), 0);
 }
 
-static int64_t ms_from_now(unsigned ms) { return (int64_t)(weft_now() + ms * 1000000ull); }
-
 /* ---------------------------------------------------------------- mutex */
 
 #define NCOUNT 16
