@@ -52,7 +52,7 @@ ssize_t weft_sendto(weft_socket fd, const void *buf, size_t n, int flags,
 
 /* The record of a brand-new fd from accept: whatever the number meant
  * before is stale, and we know what it is now. */
-void weft__fd_fresh(int fd)
+void weft__fd_fresh(int fd, bool stream)
 {
     if (!weft__io)
         return;
@@ -62,6 +62,8 @@ void weft__fd_fresh(int fd)
     weft__lock_acquire(&rec->lock);
     rec->registered = false;
     rec->socket = true;
+    rec->stream = stream;
+    __atomic_store_n(&rec->rdrained, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&rec->cls, WEFT_FD_POLL, __ATOMIC_RELEASE);
     weft__lock_release(&rec->lock);
 }

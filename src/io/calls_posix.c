@@ -101,6 +101,11 @@ static int classify(struct weft__fd *rec, int fd)
     if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -errno;
     rec->socket = S_ISSOCK(st.st_mode);
+    int type = 0;
+    socklen_t tlen = sizeof type;
+    rec->stream = rec->socket && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 &&
+                  type == SOCK_STREAM;
+    __atomic_store_n(&rec->rdrained, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&rec->cls, WEFT_FD_POLL, __ATOMIC_RELEASE);
     return 0;
 }
@@ -209,7 +214,7 @@ weft_socket weft_accept(weft_socket fd, struct sockaddr *addr, socklen_t *addrle
     for (;;) {
         long r = weft__io_run(&op);
         if (r >= 0) {
-            weft__fd_fresh((int)r);
+            weft__fd_fresh((int)r, op.rec->stream);   /* accept4 keeps the listener's type */
             return (int)r;
         }
         if (r == -ECONNABORTED)
@@ -271,6 +276,8 @@ int weft_close(int fd)
         b->close(rec, fd);
         __atomic_store_n(&rec->cls, WEFT_FD_UNKNOWN, __ATOMIC_RELAXED);
         rec->socket = false;
+        rec->stream = false;
+        __atomic_store_n(&rec->rdrained, 0, __ATOMIC_RELAXED);
         __atomic_add_fetch(&rec->rseq, 1, __ATOMIC_RELEASE);
         __atomic_add_fetch(&rec->wseq, 1, __ATOMIC_RELEASE);
     }

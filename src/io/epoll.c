@@ -21,6 +21,22 @@
  *   direction (several fibers may accept on one listening socket); those
  *   that find nothing park again.
  *
+ * NO READ THAT MUST FAIL
+ *   A server fiber reads a request, answers, and reads again: that read
+ *   nearly always finds nothing yet and returns EAGAIN, one system call of
+ *   the three each request costs. On a stream socket (TCP, Unix stream) a
+ *   read that returns less than asked for has emptied the receive queue,
+ *   and any byte that arrives after it raises an edge of its own. So when a
+ *   read comes back short, the record remembers the edge count it began
+ *   with (rec->rdrained); the next read on that fd, if the count has not
+ *   moved since, parks at once, under the same check of the count as a
+ *   read that got EAGAIN, without asking the kernel. Data that came in
+ *   after the short read has an edge on its way to the poller, which bumps
+ *   the count and wakes the fiber, as for any parked read. Datagram and
+ *   seqpacket sockets, pipes and ttys are left out: there a short read says
+ *   nothing about what else is queued (one datagram, one record, one line).
+ *   Peeking or flagged receives neither set nor use it.
+ *
  * WAKE-UP
  *   An eventfd in the same epoll set, edge-triggered: wake() writes to it
  *   once per poll (wake_pending) and poll() resets the flag when it sees it.
@@ -167,16 +183,46 @@ static void op_unlink(weft_fiber *f)
     weft__lock_release(&rec->lock);
 }
 
+/* How many bytes a read asks for, if a short answer empties its fd (see NO
+ * READ THAT MUST FAIL); 0 if the operation is not such a read. */
+static size_t drain_len(const weft__io_op *op)
+{
+    if (!op->rec->stream)
+        return 0;
+    switch (op->kind) {
+    case WEFT_IO_READ:
+        return op->len;
+    case WEFT_IO_RECV:
+        return op->flags ? 0 : op->len;
+    case WEFT_IO_READV: {
+        size_t n = 0;
+        for (int i = 0; i < op->iovcnt; i++)
+            n += op->iov[i].iov_len;
+        return n;
+    }
+    default:
+        return 0;
+    }
+}
+
 static long epoll_io(weft__io_op *op)
 {
     struct weft__fd *rec = op->rec;
     weft_fiber *self = weft__cur_fiber();
     int events = weft__io_op_events(op);
     bool rd = events & (POLLIN | POLLPRI), wr = events & POLLOUT;
+    size_t want = drain_len(op);
     for (;;) {
         uint32_t rs = __atomic_load_n(&rec->rseq, __ATOMIC_ACQUIRE);
         uint32_t ws = __atomic_load_n(&rec->wseq, __ATOMIC_ACQUIRE);
-        long r = weft__io_try(op);
+        long r;
+        if (want && __atomic_load_n(&rec->rdrained, __ATOMIC_RELAXED) == rs + 1) {
+            r = -EAGAIN;   /* emptied by our last read, and no edge since */
+        } else {
+            r = weft__io_try(op);
+            if (want && r > 0 && (size_t)r < want)
+                __atomic_store_n(&rec->rdrained, rs + 1, __ATOMIC_RELAXED);
+        }
         if (r != -EAGAIN)
             return r;
         weft__lock_acquire(&rec->lock);

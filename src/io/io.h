@@ -162,7 +162,9 @@ struct weft__fd {
     uint32_t rseq, wseq;            /* bumped at each read/write readiness edge and at close */
     uint8_t cls;                    /* enum weft__fd_class */
     bool socket;                    /* writes use MSG_NOSIGNAL */
+    bool stream;                    /* a SOCK_STREAM socket: a short read empties it */
     bool registered;                /* epoll: in the interest set */
+    uint32_t rdrained;              /* epoll: rseq + 1 when a short read emptied it, else 0 */
     weft__io_op *ops;               /* parked or in flight */
 };
 
@@ -227,10 +229,11 @@ extern const struct weft__io_backend weft__io_iocp;
 /* calls_posix.c, calls_win32.c: run op for the caller (a fiber parks on the
  * backend, a plain thread blocks); the public socket type as the layer's
  * fd (-1 if it cannot be one). calls.c: reset the record of a socket that
- * accept just returned (whatever the number meant before is stale). */
+ * accept just returned (whatever the number meant before is stale); stream
+ * is the listener's. */
 long weft__io_run(weft__io_op *op);
 int  weft__socket_fd(weft_socket s);
-void weft__fd_fresh(int fd);
+void weft__fd_fresh(int fd, bool stream);
 
 #ifdef _WIN32
 /* calls_win32.c: a Winsock (or Win32) error code as a negative errno. */
