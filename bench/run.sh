@@ -40,6 +40,9 @@
 #             echo:N:SIZE  start the command as a server (port appended), drive
 #                          it with the Go echo client: N connections, SIZE-byte
 #                          ping-pong for BENCH_SECONDS; gives case echo_N (msg/s)
+#           Under http and echo rows a note gives each server's CPU time per
+#           request or message: the load generator shares the two cores, so
+#           throughput alone understates what a leaner server saves.
 #   weft    weft's command: a path relative to BUILD_DIR, then its arguments
 #   wcase   the RESULT case to read from weft's side
 #   peer    the label printed for the peer side
@@ -223,6 +226,21 @@ stop_server() {
     return 1
 }
 
+# cpu_ticks PID : user + system CPU time of PID so far, in clock ticks (empty
+# if it is gone). The fields after the command name, which may hold spaces.
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+cpu_ticks() {
+    sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'
+}
+
+# cpu_note T0 T1 COUNT WHAT : "server CPU <us> us per WHAT", from the ticks
+# before and after a load that made COUNT of them; nothing if unknown.
+cpu_note() {
+    [ -n "$1" ] && [ -n "$2" ] || return 0
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$CLK_TCK" -v what="$4" \
+        'BEGIN { if (n > 0) printf "server CPU %.1f us per %s (the whole load, its connects included)\n", (b - a) / hz * 1e6 / n, what }'
+}
+
 # --- measurements ---------------------------------------------------------------------
 # measure ROUND KIND CMD : leaves the output with RESULT lines in the file
 # $M_OUT and the reason for a failure in $M_ERR (empty if it worked).
@@ -304,7 +322,8 @@ measure_http() {
         wrk -t2 -c"$conns" -d"${SECONDS_PER_RUN}s" "http://127.0.0.1:$PORT/" >"$wrk_out" 2>&1 </dev/null &
     local wpid=$!
     PIDS+=("$wpid")
-    local peak=0 rss threads=0 t
+    local peak=0 rss threads=0 t t0
+    t0=$(cpu_ticks "${SERVER_PID:-0}")
     while kill -0 "$wpid" 2>/dev/null; do
         if [ -n "${SERVER_PID:-}" ] && [ -r "/proc/$SERVER_PID/status" ]; then
             rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status" 2>/dev/null)
@@ -314,6 +333,8 @@ measure_http() {
         sleep 0.2
     done
     wait "$wpid"; local wrc=$?
+    local t1
+    t1=$(cpu_ticks "${SERVER_PID:-0}")
     forget_pid "$wpid"
     local hwm=
     [ -n "${SERVER_PID:-}" ] && hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status" 2>/dev/null)
@@ -331,6 +352,7 @@ measure_http() {
     {
         sed 's/^/wrk: /' "$wrk_out"
         echo "server peak VmRSS ${peak} kB with ${threads} threads, VmHWM ${hwm:-?} kB"
+        cpu_note "$t0" "$t1" "$(awk -v r="$rps" -v s="$SECONDS_PER_RUN" 'BEGIN { print r * s }')" request
         echo "RESULT http_$conns $rps req/s"
         [ "$peak" -gt 0 ] && echo "RESULT rss_$conns $peak kB"
     } >"$M_OUT"
@@ -345,9 +367,15 @@ measure_echo() {
     if ! start_server "$OUT/$tag.err" "$@"; then
         M_ERR="server did not start accepting (see $OUT/$tag.err)"; return
     fi
+    local t0 t1
+    t0=$(cpu_ticks "${SERVER_PID:-0}")
     run_bounded "$M_OUT" "$OUT/$tag.client.err" $((SECONDS_PER_RUN + 60)) \
         "$BUILD/bench/go/echo" client "$PORT" "$conns" "$SECONDS_PER_RUN" "$size"
     local rc=$RB_RC
+    t1=$(cpu_ticks "${SERVER_PID:-0}")
+    if result "$M_OUT" "echo_$conns"; then
+        cpu_note "$t0" "$t1" "$(awk -v r="$R_VAL" -v s="$SECONDS_PER_RUN" 'BEGIN { print r * s }')" message >>"$M_OUT"
+    fi
     if ! stop_server; then
         M_ERR="server died during the load: $(describe_rc "$SERVER_RC") (see $OUT/$tag.err)"; return
     fi
@@ -462,12 +490,15 @@ while IFS= read -r -u 9 raw; do
     [ "$ROUNDS" -gt 1 ] && printf '  [rounds: %s]' "$spread"
     printf '\n'
     if [ "$status" = OK ]; then OK=$((OK + 1)); else MISS=$((MISS + 1)); fi
-    # Worth knowing beside the number: wrk's socket errors, and for memory
-    # rows how many threads the server had when its RSS peaked.
+    # Worth knowing beside the number: wrk's socket errors; for memory rows
+    # how many threads the server had when its RSS peaked; for throughput
+    # rows the server's CPU per request, which the load generator sharing
+    # the machine's cores does not blur.
     for side in weft:"$w_out":"$wcase" "$plabel":"$p_out":"$pcase"; do
         IFS=: read -r slabel sout scase <<<"$side"
         grep -h '^wrk: *Socket errors' "$sout" 2>/dev/null | sed "s/^wrk: */    note ($slabel): wrk /"
         [[ $scase == rss_* ]] && grep -h '^server peak' "$sout" 2>/dev/null | sed "s/^/    note ($slabel): /"
+        [[ $scase == http_* || $scase == echo_* ]] && grep -h '^server CPU' "$sout" 2>/dev/null | sed "s/^/    note ($slabel): /"
     done
 done 9<<<"$TABLE"
 
