@@ -7,7 +7,8 @@
  * back, but it can keep the damage to that one fiber:
  *
  *   1. report it, once per episode: id, name, how long, and its backtrace,
- *      taken by the worker's own thread (weft__diag_capture_running);
+ *      taken by the worker's own thread (weft__diag_capture_running)
+ *      before anything is moved;
  *   2. move the fibers queued behind it — its worker's ring, spawn deque
  *      and next slot — to the global queue and wake an idle worker for
  *      them, and keep doing so for as long as the episode lasts. Fibers pinned to that worker
@@ -90,7 +91,10 @@ static uint32_t shed(weft__worker *w)
     return total;
 }
 
-static void report(weft__worker *w, weft_fiber *f, uint64_t held, uint32_t moved)
+/* pcs[0..n): the hog's frames, captured before its queue moved (n == 0:
+ * it had yielded by then; n < 0: no backtrace, -errno). */
+static void report(weft__worker *w, weft_fiber *f, uint64_t held, uint32_t moved,
+                   void *const *pcs, int n)
 {
     struct weft__text t = { 0 };
     weft__text_printf(&t, "weft: watchdog: fiber %llu \"%s\" has held worker %u for %llu ms "
@@ -101,8 +105,6 @@ static void report(weft__worker *w, weft_fiber *f, uint64_t held, uint32_t moved
         weft__text_printf(&t, "; %u queued fibers moved to other workers\n", moved);
     else
         weft__text_printf(&t, "; it is the only worker\n");
-    void *pcs[REPORT_FRAMES];
-    int n = weft__diag_capture_running(w, f, pcs, REPORT_FRAMES);
     if (n > 0)
         weft__text_backtrace(&t, pcs, n);
     else if (n == 0)
@@ -141,13 +143,19 @@ static void check(uint64_t now)
                 continue;
         }
         bool first = !s->reported;
+        void *pcs[REPORT_FRAMES];
+        int n = 0;
         if (first) {
             s->reported = 1;
             atomic_fetch_add(&weft__wd_reports, 1);   /* counted before anything moves */
+            /* The backtrace first: once its queue has moved, the fibers it
+             * held up run elsewhere, and the hog may be waiting for just
+             * that and let go before a later capture reached it. */
+            n = weft__diag_capture_running(w, f, pcs, REPORT_FRAMES);
         }
         uint32_t moved = weft__rt.n > 1 ? shed(w) : 0;
         if (first)
-            report(w, f, now - s->since, moved);
+            report(w, f, now - s->since, moved, pcs, n);
     }
 }
 
