@@ -183,35 +183,13 @@ static void op_unlink(weft_fiber *f)
     weft__lock_release(&rec->lock);
 }
 
-/* How many bytes a read asks for, if a short answer empties its fd (see NO
- * READ THAT MUST FAIL); 0 if the operation is not such a read. */
-static size_t drain_len(const weft__io_op *op)
-{
-    if (!op->rec->stream)
-        return 0;
-    switch (op->kind) {
-    case WEFT_IO_READ:
-        return op->len;
-    case WEFT_IO_RECV:
-        return op->flags ? 0 : op->len;
-    case WEFT_IO_READV: {
-        size_t n = 0;
-        for (int i = 0; i < op->iovcnt; i++)
-            n += op->iov[i].iov_len;
-        return n;
-    }
-    default:
-        return 0;
-    }
-}
-
 static long epoll_io(weft__io_op *op)
 {
     struct weft__fd *rec = op->rec;
     weft_fiber *self = weft__cur_fiber();
     int events = weft__io_op_events(op);
     bool rd = events & (POLLIN | POLLPRI), wr = events & POLLOUT;
-    size_t want = drain_len(op);
+    size_t want = weft__io_drain_len(op);
     for (;;) {
         uint32_t rs = __atomic_load_n(&rec->rseq, __ATOMIC_ACQUIRE);
         uint32_t ws = __atomic_load_n(&rec->wseq, __ATOMIC_ACQUIRE);

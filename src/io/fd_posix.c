@@ -39,6 +39,26 @@ static long write_nosig(weft__io_op *op)
     return r;
 }
 
+size_t weft__io_drain_len(const weft__io_op *op)
+{
+    if (!op->rec->stream)
+        return 0;
+    switch (op->kind) {
+    case WEFT_IO_READ:
+        return op->len;
+    case WEFT_IO_RECV:
+        return op->flags ? 0 : op->len;
+    case WEFT_IO_READV: {
+        size_t n = 0;
+        for (int i = 0; i < op->iovcnt; i++)
+            n += op->iov[i].iov_len;
+        return n;
+    }
+    default:
+        return 0;
+    }
+}
+
 long weft__io_try(weft__io_op *op)
 {
     bool sock = op->rec && op->rec->socket;

@@ -164,7 +164,7 @@ struct weft__fd {
     bool socket;                    /* writes use MSG_NOSIGNAL */
     bool stream;                    /* a SOCK_STREAM socket: a short read empties it */
     bool registered;                /* epoll: in the interest set */
-    uint32_t rdrained;              /* epoll: rseq + 1 when a short read emptied it, else 0 */
+    uint32_t rdrained;              /* a short read emptied it: epoll rseq + 1, io_uring 1; else 0 */
     weft__io_op *ops;               /* parked or in flight */
 };
 
@@ -204,6 +204,12 @@ void weft__fd_unlink(struct weft__fd *rec, weft__io_op *op);
 /* One non-blocking attempt at op: its result, or -EAGAIN. Retries EINTR.
  * Writes never raise SIGPIPE (see io.c). */
 long weft__io_try(weft__io_op *op);
+
+/* How many bytes op reads, if it is a read whose short answer empties its
+ * fd: a plain read, readv or unflagged recv on a stream socket (a datagram,
+ * a seqpacket record, a pipe's or a tty's line say nothing of what else is
+ * queued). 0 for any other operation. See epoll.c, NO READ THAT MUST FAIL. */
+size_t weft__io_drain_len(const weft__io_op *op);
 
 /* Record that a write got -EPIPE on this thread: consume the SIGPIPE the
  * kernel queued for it (SIGPIPE is blocked on workers, see io.c). */

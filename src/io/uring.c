@@ -240,11 +240,26 @@ static void cancel_locked(weft__io_op *op)
     sq_flush();
 }
 
+/* A stream socket's last read came back short (want: weft__io_drain_len),
+ * or did not: the next read skips its non-blocking try if so. */
+static void note_short(struct weft__fd *rec, size_t want, long r)
+{
+    if (want && r >= 0)
+        __atomic_store_n(&rec->rdrained, r > 0 && (size_t)r < want, __ATOMIC_RELAXED);
+}
+
 static long uring_io(weft__io_op *op)
 {
     struct weft__fd *rec = op->rec;
-    if (__atomic_load_n(&rec->cls, __ATOMIC_RELAXED) == WEFT_FD_POLL) {
+    size_t want = weft__io_drain_len(op);
+    /* A read right after a short one would nearly always get EAGAIN (see
+     * epoll.c, NO READ THAT MUST FAIL): submit it at once. Here that is
+     * safe without epoll's edge count, for the kernel tries the read itself
+     * when the SQE is submitted and completes it on the spot if data came. */
+    if (__atomic_load_n(&rec->cls, __ATOMIC_RELAXED) == WEFT_FD_POLL &&
+        !(want && __atomic_load_n(&rec->rdrained, __ATOMIC_RELAXED))) {
         long r = weft__io_try(op);
+        note_short(rec, want, r);
         if (r != -EAGAIN)
             return r;
     }
@@ -284,6 +299,7 @@ static long uring_io(weft__io_op *op)
     weft__lock_release(&rec->lock);
 
     long res = op->res;
+    note_short(rec, want, res);
     if (res >= 0) {
         if (op->kind == WEFT_IO_RECVFROM && op->addr && op->addrlen)
             *op->addrlen = op->msg.msg_namelen;
