@@ -715,6 +715,55 @@ IO_TEST(io_short_read_then_more)
     test_run_cfg(&one, main_short_read, NULL);
 }
 
+/* Every worker always has a fiber to run (yielders that never park): a
+ * fiber parked on a socket must still be woken when its data comes, though
+ * no worker ever runs out of work and waits in the poller. */
+static atomic_int yield_stop;
+
+static void *yield_forever(void *arg)
+{
+    while (!atomic_load(&yield_stop))
+        weft_yield();
+    return arg;
+}
+
+static void *read_one(void *arg)
+{
+    char c;
+    return (void *)(intptr_t)weft_read((int)(intptr_t)arg, &c, 1);
+}
+
+static void *main_busy_io(void *arg)
+{
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    atomic_store(&yield_stop, 0);
+    weft_fiber *r, *y[4];
+    ASSERT_EQ(weft_spawn(&r, NULL, read_one, (void *)(intptr_t)sv[1]), 0);
+    weft_sleep(10 * MS);   /* the reader is parked on the poller */
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(weft_spawn(&y[i], NULL, yield_forever, NULL), 0);
+    weft_sleep(10 * MS);   /* a timer: the loop fires it between yields */
+    ASSERT_EQ(weft_write(sv[0], "x", 1), 1);
+    weft_deadline(ms_from_now((unsigned)(1000 * test_time_scale())));
+    void *got;
+    ASSERT_EQ(weft_join(r, &got), 0);   /* -ETIMEDOUT if nobody polled */
+    weft_deadline(-1);
+    ASSERT_EQ((intptr_t)got, 1);
+    atomic_store(&yield_stop, 1);
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(weft_join(y[i], NULL), 0);
+    weft_close(sv[0]);
+    weft_close(sv[1]);
+    return arg;
+}
+
+IO_TEST(io_wakes_while_every_worker_is_busy)
+{
+    static const weft_config two = { .workers = 2 };
+    test_run_cfg(&two, main_busy_io, NULL);
+}
+
 static void *poke(void *arg)
 {
     weft_sleep(20 * MS);

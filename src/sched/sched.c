@@ -95,7 +95,8 @@
  *
  *   At most one idle worker sleeps in the I/O poller (rt.poll_owner); the
  *   others sleep on their futex. Waking a worker in the poller goes through
- *   poller->wake().
+ *   poller->wake(). A worker that never runs out of work still polls, on its
+ *   fairness tick, when nobody has for 1 ms (local_work, POLL_STALE_NS).
  *
  * TIMERS
  *   Each worker has a min-heap of the timers its fibers armed (sleeps,
@@ -1049,6 +1050,29 @@ static bool spin_for_work(weft__worker *w, weft__worker **stuck)
     return *stuck != NULL;
 }
 
+/* Look at the I/O poller without blocking, unless another worker is in it
+ * (it sees the events). Returns how many fibers it readied. */
+static int poll_now(weft__worker *w)
+{
+    const struct weft__poller *p = weft__rt.poller;
+    int zero = 0;
+    if (!p || atomic_load(&weft__rt.poll_owner) != 0 ||
+        !atomic_compare_exchange_strong(&weft__rt.poll_owner, &zero, 1))
+        return 0;
+    int got = p->poll(w, 0);
+    atomic_store_explicit(&weft__rt.polled_at, weft__now(), memory_order_relaxed);
+    atomic_store(&weft__rt.poll_owner, 0);
+    return got;
+}
+
+/* Workers look at the poller when they run out of work. If every worker
+ * always has a fiber to run (fibers that yield and never park), none ever
+ * does, and a fiber parked on a socket would never hear of its data. So on
+ * its fairness tick a worker also looks, if nobody has for POLL_STALE_NS
+ * (Go's sysmon does the same every 10 ms): at most a thousand non-blocking
+ * polls a second, and only while every worker is busy. */
+#define POLL_STALE_NS 1000000
+
 static weft_fiber *local_work(weft__worker *w)
 {
     weft_fiber *f;
@@ -1058,6 +1082,9 @@ static weft_fiber *local_work(weft__worker *w)
         return f;
     if (tick % 61 == 0 && (f = inbox_take(w)))
         return f;
+    if (tick % 61 == 0 && weft__rt.poller &&
+        weft__now() - atomic_load_explicit(&weft__rt.polled_at, memory_order_relaxed) >= POLL_STALE_NS)
+        poll_now(w);   /* what it readied is in our queues now */
     if (atomic_load_explicit(&w->tnext, memory_order_relaxed) != UINT64_MAX)
         fire_timers(w, weft__now(), false);   /* the clock only when a timer is armed */
     if ((f = local_pick(w)))
@@ -1096,6 +1123,7 @@ static bool worker_sleep(weft__worker *w, int64_t timeout)
             weft__stat_add(w->st.polls, 1);
             got = p->poll(w, timeout);
         }
+        atomic_store_explicit(&weft__rt.polled_at, weft__now(), memory_order_relaxed);
         atomic_store(&w->in_poll, 0);
         atomic_store(&weft__rt.poll_owner, 0);
         if (got > 0) {
@@ -1153,7 +1181,6 @@ static void shutdown_all(void);
 /* Find a fiber to run, sleeping while there is none. NULL: shut down. */
 static weft_fiber *find_runnable(weft__worker *w)
 {
-    const struct weft__poller *p = weft__rt.poller;
     for (;;) {
         if (atomic_load_explicit(&weft__rt.shutdown, memory_order_acquire))
             return NULL;
@@ -1162,15 +1189,8 @@ static weft_fiber *find_runnable(weft__worker *w)
             goto found;
 
         /* Ready I/O, without blocking, if nobody is blocked on it. */
-        if (p && atomic_load(&weft__rt.poll_owner) == 0) {
-            int zero = 0;
-            if (atomic_compare_exchange_strong(&weft__rt.poll_owner, &zero, 1)) {
-                int got = p->poll(w, 0);
-                atomic_store(&weft__rt.poll_owner, 0);
-                if (got > 0)
-                    continue;
-            }
-        }
+        if (poll_now(w) > 0)
+            continue;
 
         /* Steal, unless enough workers are already looking. */
         if (!w->spinning) {
@@ -1339,6 +1359,7 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     rt->stack_size = ss;
     rt->poller = poller;
     atomic_store(&rt->poll_owner, 0);
+    atomic_store(&rt->polled_at, 0);
     const char *dm = getenv("WEFT_DEBUG_MIGRATE");
     rt->debug_migrate = dm && *dm && strcmp(dm, "0") != 0;
     weft__lock_init(&rt->glock);

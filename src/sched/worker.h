@@ -94,6 +94,7 @@ struct weft__rt {
     size_t stack_size;
     const struct weft__poller *poller;
     _Atomic int poll_owner;         /* a worker is blocked in poller->poll */
+    _Atomic uint64_t polled_at;     /* weft__now() when a poll last returned */
     bool debug_migrate;
 
     /* global queue: spawns from outside, overflow of local rings */
