@@ -363,6 +363,15 @@ static int add_object(struct dl_phdr_info *info, size_t size, void *arg)
 
 void weft__unwind_prepare(void)
 {
+    /* libunwind sets up its globals (its signal mask, locks and caches) on
+     * first use, unseen by TSan (the library is not instrumented). Do that
+     * here, before the runtime starts its dump and watchdog threads: their
+     * creation orders it before any walk of theirs, and a fiber's first
+     * backtrace no longer races the dump thread's first one. */
+    unw_context_t uc;
+    unw_cursor_t c;
+    unw_getcontext(&uc);
+    (void)unw_init_local(&c, &uc);
     if (nobjs)
         return;
     dl_iterate_phdr(add_object, NULL);
