@@ -215,12 +215,16 @@ TEST(sched_no_lost_wakeups_sleep)
     test_run_cfg(&four_workers, main_many_sleeps, NULL);
 }
 
-/* Thousands of timers in one worker's heap, a third of them taken out of
- * the middle (cancelled) before they are due: every survivor wakes, none
- * early, and none after a timer due well after its own had already fired
- * (a heap whose order broke lets a timer wait behind later ones). */
-#define HEAP_FIBERS 4000
-#define HEAP_STEP_NS 100000ull   /* due times 0.1 ms apart: 400 ms in all */
+/* A thousand timers in one worker's heap (five levels), a third of them
+ * taken out of the middle (cancelled) before they are due: every survivor
+ * wakes, none early, and none after a timer due well after its own had
+ * already fired (a heap whose order broke lets a timer wait behind later
+ * ones, by hundreds of milliseconds here). The wake time is when the fiber
+ * ran, not when its timer fired: the timers are spaced so that even under
+ * TSan the worker keeps up, and the woken fibers never queue long enough
+ * to overtake each other by the margin. */
+#define HEAP_FIBERS 1000
+#define HEAP_STEP_NS 400000ull   /* due times 0.4 ms apart: 400 ms in all */
 static uint64_t heap_due[HEAP_FIBERS], heap_woke[HEAP_FIBERS];
 static int heap_res[HEAP_FIBERS];
 static atomic_size_t heap_at_gate, heap_armed;
