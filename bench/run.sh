@@ -233,12 +233,13 @@ cpu_ticks() {
     sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'
 }
 
-# cpu_note T0 T1 COUNT WHAT : "server CPU <us> us per WHAT", from the ticks
-# before and after a load that made COUNT of them; nothing if unknown.
+# cpu_note T0 T1 RATE WHAT : "server CPU <us> us per WHAT", from the ticks
+# before and after a load of BENCH_SECONDS that made RATE of them a second;
+# nothing if unknown.
 cpu_note() {
     [ -n "$1" ] && [ -n "$2" ] || return 0
-    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$CLK_TCK" -v what="$4" \
-        'BEGIN { if (n > 0) printf "server CPU %.1f us per %s (the whole load, its connects included)\n", (b - a) / hz * 1e6 / n, what }'
+    awk -v a="$1" -v b="$2" -v n="$3" -v s="$SECONDS_PER_RUN" -v hz="$CLK_TCK" -v what="$4" \
+        'BEGIN { n *= s; if (n > 0) printf "server CPU %.1f us per %s (the whole load, its connects included)\n", (b - a) / hz * 1e6 / n, what }'
 }
 
 # --- measurements ---------------------------------------------------------------------
@@ -352,7 +353,7 @@ measure_http() {
     {
         sed 's/^/wrk: /' "$wrk_out"
         echo "server peak VmRSS ${peak} kB with ${threads} threads, VmHWM ${hwm:-?} kB"
-        cpu_note "$t0" "$t1" "$(awk -v r="$rps" -v s="$SECONDS_PER_RUN" 'BEGIN { print r * s }')" request
+        cpu_note "$t0" "$t1" "$rps" request
         echo "RESULT http_$conns $rps req/s"
         [ "$peak" -gt 0 ] && echo "RESULT rss_$conns $peak kB"
     } >"$M_OUT"
@@ -374,7 +375,7 @@ measure_echo() {
     local rc=$RB_RC
     t1=$(cpu_ticks "${SERVER_PID:-0}")
     if result "$M_OUT" "echo_$conns"; then
-        cpu_note "$t0" "$t1" "$(awk -v r="$R_VAL" -v s="$SECONDS_PER_RUN" 'BEGIN { print r * s }')" message >>"$M_OUT"
+        cpu_note "$t0" "$t1" "$R_VAL" message >>"$M_OUT"
     fi
     if ! stop_server; then
         M_ERR="server died during the load: $(describe_rc "$SERVER_RC") (see $OUT/$tag.err)"; return
