@@ -79,13 +79,6 @@ uint64_t weft__now(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-uint64_t weft__now_coarse(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 void *weft__aligned_alloc(size_t align, size_t size)
 {
     return aligned_alloc(align, (size + align - 1) & ~(align - 1));   /* C11: a multiple of align */

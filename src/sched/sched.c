@@ -304,21 +304,16 @@ static weft_fiber *direct_next(weft__worker *w)
     return f;
 }
 
-/* errno through a call the compiler cannot see into: glibc declares
- * __errno_location const, so within one function the compiler may reuse
- * the address it computed before a switch, which after a migration is the
- * old thread's errno (DESIGN.md, "errno and TLS"). */
-__attribute__((noinline)) static int get_errno(void)
-{
-    __asm__ volatile("" ::: "memory");
-    return errno;
-}
-
-__attribute__((noinline)) static void set_errno(int v)
-{
-    __asm__ volatile("" ::: "memory");
-    errno = v;
-}
+/* errno, per fiber. glibc declares __errno_location const, so within one
+ * function the compiler may reuse the address it computed before a switch,
+ * which after a migration is the old thread's errno (DESIGN.md, "errno and
+ * TLS"). Each worker notes its thread's errno address once, on that thread
+ * (worker_init_thread), and a switch goes through whichever worker it is on
+ * at that moment: before the switch self->worker is the one we leave, after
+ * it the one that resumed us. No call, and no thread-local address that the
+ * compiler could carry across the switch. */
+static inline int errno_save(const weft__worker *w) { return *w->errno_loc; }
+static inline void errno_restore(const weft__worker *w, int v) { *w->errno_loc = v; }
 
 /* Fiber -> the next fiber, or its worker's loop.
  *
@@ -335,7 +330,7 @@ void weft__switch_out(weft_fiber *self, int post)
 {
     weft__worker *w = self->worker;
     w->post = post;
-    self->saved_errno = get_errno();
+    self->saved_errno = errno_save(w);
     weft_fiber *g = direct_next(w);
     weft_fiber *prev;
     if (WEFT_UNLIKELY(weft__trace_on))
@@ -361,7 +356,7 @@ void weft__switch_out(weft_fiber *self, int post)
     san_asan_finish(self->asan_fake, prev ? NULL : &w->sched_bottom, prev ? NULL : &w->sched_size);
     if (prev)
         finish_switch(w, prev);
-    set_errno(self->saved_errno);
+    errno_restore(w, self->saved_errno);
 }
 
 /* First thing a fresh fiber does: what weft__switch_out does after its
@@ -372,7 +367,7 @@ void weft__fiber_entry_finish(weft_fiber *self, weft_fiber *prev)
     san_asan_finish(NULL, prev ? NULL : &w->sched_bottom, prev ? NULL : &w->sched_size);
     if (prev)
         finish_switch(w, prev);
-    set_errno(self->saved_errno);
+    errno_restore(w, self->saved_errno);
 }
 
 /* --------------------------------------------------------------- queues */
@@ -817,15 +812,6 @@ static int fire_timers(weft__worker *v, uint64_t now, bool try)
 
 /* ------------------------------------------------------------- the wait */
 
-int weft__wake_claim(weft_fiber *f, int result)
-{
-    int expect = WEFT_WS_WAITING;
-    if (!atomic_compare_exchange_strong(&f->wstate, &expect, WEFT_WS_WOKEN))
-        return 0;
-    f->wresult = result;
-    return 1;
-}
-
 int weft__wake_interrupt(weft_fiber *f, int result)
 {
     if (!weft__wake_claim(f, result))
@@ -834,24 +820,6 @@ int weft__wake_interrupt(weft_fiber *f, int result)
         f->wunlink(f);
     weft__ready(f);
     return 1;
-}
-
-void weft__wait_prepare(weft_fiber *self, int kind, void *obj, void (*unlink)(weft_fiber *))
-{
-    self->wkind = kind;
-    self->wobj = obj;
-    self->wunlink = unlink;
-    self->wresult = 0;
-    atomic_store(&self->wstate, WEFT_WS_WAITING);   /* seq_cst: pairs with weft_cancel */
-}
-
-int weft__wait_check(weft_fiber *self)
-{
-    if (atomic_load_explicit(&self->cancelled, memory_order_relaxed))
-        return -ECANCELED;
-    if (self->deadline >= 0 && (uint64_t)self->deadline <= weft__now())
-        return -ETIMEDOUT;
-    return 0;
 }
 
 static void wait_done(weft_fiber *self)
@@ -1301,6 +1269,7 @@ static void worker_loop(weft__worker *w)
 static void worker_init_thread(weft__worker *w)
 {
     weft__tls_set(w);
+    w->errno_loc = &errno;
     w->tsan_fiber = san_tsan_current();
     weft__crash_thread_init(w);
     weft__diag_thread_init(w);

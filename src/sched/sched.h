@@ -34,6 +34,7 @@
 #include "platform.h"
 #include "weft.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -155,7 +156,41 @@ weft_fiber   *weft__cur_fiber(void) __attribute__((noinline));
 
 /* ------------------------------------------------------------ wait/wake */
 
-void weft__wait_prepare(weft_fiber *self, int kind, void *obj, void (*unlink)(weft_fiber *));
+/* The three small steps of the protocol above, inline: every blocking call
+ * and every wake-up takes one or two of them. */
+
+/* Announce the wait (the caller holds obj's lock and has queued self). */
+static inline void weft__wait_prepare(weft_fiber *self, int kind, void *obj,
+                                      void (*unlink)(weft_fiber *))
+{
+    self->wkind = kind;
+    self->wobj = obj;
+    self->wunlink = unlink;
+    self->wresult = 0;
+    atomic_store(&self->wstate, WEFT_WS_WAITING);   /* seq_cst: pairs with weft_cancel */
+}
+
+/* Win f's wait, with result for it to return: 1 if won, 0 if another
+ * waker (or the fiber itself, giving up) got there first. */
+static inline int weft__wake_claim(weft_fiber *f, int result)
+{
+    int expect = WEFT_WS_WAITING;
+    if (!atomic_compare_exchange_strong(&f->wstate, &expect, WEFT_WS_WOKEN))
+        return 0;
+    f->wresult = result;
+    return 1;
+}
+
+/* -ECANCELED / -ETIMEDOUT if self may not block now, else 0. */
+static inline int weft__wait_check(weft_fiber *self)
+{
+    if (atomic_load_explicit(&self->cancelled, memory_order_relaxed))
+        return -ECANCELED;
+    if (self->deadline >= 0 && (uint64_t)self->deadline <= weft__now())
+        return -ETIMEDOUT;
+    return 0;
+}
+
 /* Park until claimed. timeout: absolute weft__now() ns, or -1. The fiber's
  * deadline also applies. Returns the winner's result: whatever the object
  * passed to weft__wake_claim, -ETIMEDOUT or -ECANCELED. */
@@ -169,13 +204,10 @@ int  weft__wait_park_nointr(weft_fiber *self);
 /* Abandon a prepared wait without parking (the caller found it could
  * proceed after all). Returns 1 if it was still unclaimed. */
 int  weft__wait_abort(weft_fiber *self);
-int  weft__wake_claim(weft_fiber *f, int result);
 void weft__ready(weft_fiber *f);
 /* Claim with result and, if won, unlink and ready: for wakers that are not
  * the object's signaller (cancel, close, timers). */
 int  weft__wake_interrupt(weft_fiber *f, int result);
-/* -ECANCELED / -ETIMEDOUT if self may not block now, else 0. */
-int  weft__wait_check(weft_fiber *self);
 
 /* Has the calling worker other fibers queued to run (next slot, deque,
  * ring)? For spin-or-park decisions. */

@@ -42,6 +42,7 @@ struct weft__worker {
     unsigned idx;
     _Atomic uint32_t tick;          /* schedules: the every-61 checks; thieves watch it move */
     uint32_t streak;                /* consecutive picks from the next slot or the deque */
+    int *errno_loc;                 /* &errno of this worker's thread (switch_out) */
     bool spinning;                  /* counted in rt.nspinning */
     uint64_t rng;
 
