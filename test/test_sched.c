@@ -401,6 +401,69 @@ TEST(sched_cancel_from_thread)
     test_run_cfg(&two_workers, main_cancel_thread, NULL);
 }
 
+/* A cancel that lands while its target is entering a wait. The fiber
+ * stores WAITING and then reads its cancel flag; weft_cancel stores the
+ * flag and then reads wstate, with only the light half of a barrier on the
+ * fiber's side (platform.h). Here a thread cancels each of many fibers at
+ * a moment that sweeps across the fiber's way into weft_chan_recv, so
+ * some cancels find it running, some waiting, and some in between. A lost
+ * cancel leaves the fiber in a receive nobody answers, and its join
+ * times out. */
+#define CR_ROUNDS 3000
+static _Atomic(weft_fiber *) cr_target;
+static atomic_int cr_done;   /* rounds the canceller has finished */
+
+static void cr_spin(unsigned n)
+{
+    for (volatile unsigned i = 0; i < n; i++)
+        ;
+}
+
+static void *cr_fiber(void *arg)
+{
+    weft_chan *c = arg;
+    long v;
+    atomic_store(&cr_target, weft_self());
+    cr_spin(150);
+    return (void *)(intptr_t)weft_chan_recv(c, &v);
+}
+
+static void *cr_canceller(void *arg)
+{
+    for (int k = 0; k < CR_ROUNDS; k++) {
+        weft_fiber *f;
+        while (!(f = atomic_exchange(&cr_target, NULL)))
+            ;
+        cr_spin((unsigned)(k * 7) % 400);   /* sweep the landing point */
+        weft_cancel(f);
+        atomic_store(&cr_done, k + 1);
+    }
+    return arg;
+}
+
+static void *main_cancel_race(void *arg)
+{
+    weft_chan *c = weft_chan_make(sizeof(long), 0);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, cr_canceller, NULL), 0);
+    for (int k = 0; k < CR_ROUNDS; k++) {
+        weft_fiber *f;
+        ASSERT_EQ(weft_spawn(&f, NULL, cr_fiber, c), 0);
+        while (atomic_load(&cr_done) != k + 1)   /* f stays valid until the cancel is over */
+            weft_yield();
+        void *r;
+        weft_deadline(ms_from_now((unsigned)(5000 * test_time_scale())));
+        ASSERT_EQ(weft_join(f, &r), 0);
+        weft_deadline(-1);
+        ASSERT_EQ((intptr_t)r, -ECANCELED);
+    }
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    weft_chan_free(c);
+    return arg;
+}
+
+TEST(sched_cancel_races_the_wait) { test_run_cfg(&one_worker, main_cancel_race, NULL); }
+
 /* ------------------------------------------------------------- deadlines */
 
 static void *main_deadline(void *arg)

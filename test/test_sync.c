@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <time.h>
 
 static const weft_config one = { .workers = 1 };
 static const weft_config four = { .workers = 4 };
@@ -384,7 +385,7 @@ static void *cl_hold_qlock(void *arg)
 static void *main_claim_lost(void *arg)
 {
     _Atomic uint32_t *state = (_Atomic uint32_t *)(void *)&cl;
-    _Atomic uint32_t *qlock = state + 1;
+    weft__wordlock *qlock = (weft__wordlock *)(void *)(state + 1);
     weft_fiber *w2;
     ASSERT_EQ(weft_mutex_lock(&cl), 0);
     spawn_ok(&cl_victim, cl_waiter, (void *)1);
@@ -413,6 +414,54 @@ static void *main_claim_lost(void *arg)
 }
 
 TEST(mutex_handoff_claim_lost) { test_run_cfg(&four, main_claim_lost, NULL); }
+
+/* The word lock's unlock is a plain store followed by a read of
+ * `sleepers` (waitq.h). If that read could miss a sleeper, or the sleeper
+ * could miss the store, a taker would sleep for good and the test would
+ * hang. Holders now and then keep the lock for 100 us, long enough for the
+ * others to spin out and sleep; `slept` checks that they did. Run with the
+ * membarrier split and with plain fences on both sides. */
+#define WL_THREADS 4
+#define WL_ROUNDS 3000
+static weft__wordlock wl;
+static long wl_count;
+static atomic_int wl_slept;
+
+static void *wl_thread(void *arg)
+{
+    for (int i = 0; i < WL_ROUNDS; i++) {
+        weft__wlock(&wl);
+        wl_count++;
+        if (i % 50 == 0) {
+            struct timespec ts = { 0, 100000 };
+            nanosleep(&ts, NULL);
+            if (atomic_load_explicit(&wl.sleepers, memory_order_relaxed))
+                atomic_fetch_add(&wl_slept, 1);
+        }
+        weft__wunlock(&wl);
+    }
+    return arg;
+}
+
+static void wordlock_run(void)
+{
+    pthread_t t[WL_THREADS];
+    for (int i = 0; i < WL_THREADS; i++)
+        ASSERT_EQ(pthread_create(&t[i], NULL, wl_thread, NULL), 0);
+    for (int i = 0; i < WL_THREADS; i++)
+        ASSERT_EQ(pthread_join(t[i], NULL), 0);
+    ASSERT_EQ(wl_count, (long)WL_THREADS * WL_ROUNDS);
+    ASSERT_EQ(atomic_load(&wl.sleepers), 0);
+    ASSERT_GT(atomic_load(&wl_slept), 0);
+}
+
+TEST(wordlock_sleepers_always_woken) { wordlock_run(); }
+
+TEST(wordlock_sleepers_always_woken_fences)
+{
+    weft__membarrier = 0;   /* this test's own process, before its threads */
+    wordlock_run();
+}
 
 /* ----------------------------------------------------------------- cond */
 

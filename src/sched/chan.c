@@ -50,7 +50,7 @@
 #define SELECT_STACK 8                   /* cases handled without malloc */
 
 struct weft_chan {
-    _Atomic uint32_t lock;
+    weft__wordlock lock;
     bool closed;
     size_t elem_size, cap;
     size_t count, recvx, sendx;     /* ring: count elements from recvx; sendx is next free */

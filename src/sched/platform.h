@@ -8,6 +8,7 @@
 #ifndef WEFT_PLATFORM_H
 #define WEFT_PLATFORM_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +36,39 @@ void weft__lock_destroy(weft__lock *l);
  * returns are allowed; callers loop on their own condition. */
 void weft__futex_wait(uint32_t *addr, uint32_t val, int64_t timeout_ns);
 void weft__futex_wake(uint32_t *addr, int n);
+
+/* An asymmetric barrier: a full memory barrier split between a side that
+ * runs often and pays almost nothing, and a side that runs rarely and pays
+ * a system call. It serves Dekker-style pairs, where each side stores to
+ * one word and then loads the other, and at least one side must see the
+ * other's store: the word lock's unlock against a sleeper (waitq.h), a
+ * fiber going to wait against weft_cancel (sched.h).
+ *
+ * On Linux the heavy side is membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED):
+ * when it returns, every CPU that was running one of our threads has
+ * executed a full barrier, and a thread not running passed through one
+ * when it was switched out. So a light side whose store is still buffered
+ * when the heavy side's system call runs has it drained by that barrier
+ * before the heavy side loads; and a light side that loads after the
+ * barrier sees the heavy side's store. The light side then needs only to
+ * keep the compiler from moving its load above its store. This is the
+ * scheme of liburcu's and folly's asymmetric barriers; C11 has no words
+ * for it, so it rests on the system call's documented guarantee.
+ *
+ * The library registers for it once, when it is loaded, before any of its
+ * code can run (platform_posix.c); weft__membarrier never changes after.
+ * Where it is missing (older kernels, some sandboxes, WEFT_MEMBARRIER=0,
+ * and Windows, where we do not rely on FlushProcessWriteBuffers under
+ * Wine) both sides execute a sequentially consistent fence. */
+extern int weft__membarrier;
+static inline void weft__barrier_light(void)
+{
+    if (__builtin_expect(weft__membarrier, 1))
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+}
+void weft__barrier_heavy(void);
 
 int  weft__thread_start(weft__thread *t, void *(*fn)(void *), void *arg, const char *name);
 void weft__thread_join(weft__thread t);

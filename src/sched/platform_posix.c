@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <stdio.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,41 @@ void weft__futex_wait(uint32_t *addr, uint32_t val, int64_t timeout_ns)
 void weft__futex_wake(uint32_t *addr, int n)
 {
     syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+/* The asymmetric barrier (platform.h). Registration is per process and
+ * survives fork; it is made when the library is loaded, so that the flag
+ * is fixed before any word lock or wait can run. */
+int weft__membarrier;
+
+static long membarrier(int cmd) { return syscall(SYS_membarrier, cmd, 0, 0); }
+
+__attribute__((constructor)) static void membarrier_init(void)
+{
+    const char *e = getenv("WEFT_MEMBARRIER");
+    if (e && e[0] == '0' && e[1] == 0)
+        return;
+    long cmds = membarrier(MEMBARRIER_CMD_QUERY);
+    if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) ||
+        membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) < 0)
+        return;
+    weft__membarrier = 1;
+}
+
+void weft__barrier_heavy(void)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (weft__membarrier) {
+        while (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) < 0) {
+            /* The light sides count on it now: there is no falling back. */
+            if (errno == EPERM && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0)
+                continue;
+            fprintf(stderr, "weft: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED): %s\n",
+                    strerror(errno));
+            abort();
+        }
+        atomic_thread_fence(memory_order_seq_cst);
+    }
 }
 
 int weft__thread_start(weft__thread *t, void *(*fn)(void *), void *arg, const char *name)

@@ -850,7 +850,7 @@ int weft__wait_park(weft_fiber *self, int64_t timeout)
      * ourselves. If a waker claimed it first, it will ready us, and we
      * must park to receive that. */
     int early = 0;
-    if (atomic_load(&self->cancelled))   /* seq_cst: pairs with weft_cancel */
+    if (atomic_load(&self->cancelled))   /* after wait_prepare's barrier: see weft_cancel */
         early = -ECANCELED;
     else if (when >= 0 && (uint64_t)when <= weft__now())
         early = -ETIMEDOUT;

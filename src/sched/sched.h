@@ -167,7 +167,12 @@ static inline void weft__wait_prepare(weft_fiber *self, int kind, void *obj,
     self->wobj = obj;
     self->wunlink = unlink;
     self->wresult = 0;
-    atomic_store(&self->wstate, WEFT_WS_WAITING);   /* seq_cst: pairs with weft_cancel */
+    /* Against weft_cancel, which stores `cancelled` and then reads wstate,
+     * while weft__wait_park reads `cancelled` after this store: the light
+     * half of an asymmetric barrier here, the heavy half in weft_cancel
+     * (platform.h). One of the two sees the other's store. */
+    atomic_store_explicit(&self->wstate, WEFT_WS_WAITING, memory_order_release);
+    weft__barrier_light();
 }
 
 /* Win f's wait, with result for it to return: 1 if won, 0 if another

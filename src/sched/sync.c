@@ -53,24 +53,36 @@
 
 /* ------------------------------------------------------------- word lock */
 
-void weft__wlock_slow(_Atomic uint32_t *l)
+void weft__wlock_slow(weft__wordlock *l)
 {
     for (int i = 0; i < 100; i++) {
         weft__cpu_relax();
         uint32_t zero = 0;
-        if (atomic_load_explicit(l, memory_order_relaxed) == 0 &&
-            atomic_compare_exchange_weak_explicit(l, &zero, 1, memory_order_acquire,
+        if (atomic_load_explicit(&l->held, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(&l->held, &zero, 1, memory_order_acquire,
                                                   memory_order_relaxed))
             return;
     }
-    /* 2: held, and someone may sleep on it, so its unlock must wake. */
-    while (atomic_exchange_explicit(l, 2, memory_order_acquire) != 0)
-        weft__futex_wait((uint32_t *)l, 2, -1);
+    /* Count ourselves first, then look at held, with the heavy half of the
+     * barrier between: an unlock that this look misses reads sleepers
+     * after its store, and so sees us and wakes us (waitq.h). We stay
+     * counted until we hold the lock, so every unlock meanwhile wakes one
+     * sleeper, which is at worst one futex call too many. */
+    atomic_fetch_add_explicit(&l->sleepers, 1, memory_order_relaxed);
+    weft__barrier_heavy();
+    for (;;) {
+        uint32_t zero = 0;
+        if (atomic_compare_exchange_strong_explicit(&l->held, &zero, 1, memory_order_acquire,
+                                                    memory_order_relaxed))
+            break;
+        weft__futex_wait((uint32_t *)&l->held, 1, -1);   /* returns at once if held is 0 */
+    }
+    atomic_fetch_sub_explicit(&l->sleepers, 1, memory_order_relaxed);
 }
 
-void weft__wunlock_slow(_Atomic uint32_t *l)
+void weft__wunlock_slow(weft__wordlock *l)
 {
-    weft__futex_wake((uint32_t *)l, 1);
+    weft__futex_wake((uint32_t *)&l->held, 1);
 }
 
 /* ----------------------------------------------------------------- mutex */
@@ -84,7 +96,7 @@ enum { M_OWNED = 0, M_RETRY = 1 };
 
 struct mutex {
     _Atomic uint32_t state;
-    _Atomic uint32_t qlock;
+    weft__wordlock qlock;
     _Atomic(weft_fiber *) owner;
     weft__waitq q;
 };
@@ -333,7 +345,7 @@ static void mutex_relock(struct mutex *x, weft_fiber *self)
 /* ------------------------------------------------------------------ cond */
 
 struct cond {
-    _Atomic uint32_t qlock;
+    weft__wordlock qlock;
     weft__waitq q;
 };
 _Static_assert(sizeof(struct cond) <= sizeof(weft_cond), "weft_cond storage too small");
@@ -437,7 +449,7 @@ int weft_cond_broadcast(weft_cond *c)
 
 struct sem {
     _Atomic uintptr_t count;
-    _Atomic uint32_t qlock;
+    weft__wordlock qlock;
     weft__waitq q;
 };
 _Static_assert(sizeof(struct sem) <= sizeof(weft_sem), "weft_sem storage too small");
@@ -558,7 +570,7 @@ int weft_sem_post(weft_sem *s)
 /* ------------------------------------------------------------ wait group */
 
 struct wg {
-    _Atomic uint32_t qlock;
+    weft__wordlock qlock;
     int64_t count;
     weft__waitq q;
 };

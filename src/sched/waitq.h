@@ -4,14 +4,29 @@
  *
  * The word lock. A weft__lock is a pthread mutex (40 bytes), too big for
  * the six words a weft_mutex may use, and its holders only ever run a few
- * dozen instructions (link a record, claim a fiber). So: a 32-bit word,
- * taken by one compare-and-swap when free; a contended taker spins briefly,
- * then sleeps on the word with a futex (Drepper's "mutex2": 0 free, 1 held,
- * 2 held with sleepers). It blocks the *worker thread*, never parks the
- * fiber: it is held only across straight-line code, never across a park,
- * and the spin usually wins because its holder is running on another CPU.
- * The futex is the safety net for a holder whose thread the OS preempted.
+ * dozen instructions (link a record, claim a fiber). So: two 32-bit words,
+ * `held` and `sleepers`. Taking it is one compare-and-swap of held from 0
+ * to 1. A contended taker spins briefly, then counts itself in sleepers
+ * and sleeps on held with a futex. It blocks the *worker thread*, never
+ * parks the fiber: it is held only across straight-line code, never across
+ * a park, and the spin usually wins because its holder is running on
+ * another CPU. The futex is the safety net for a holder whose thread the
+ * OS preempted.
  *
+ * Releasing it is a plain store of 0, with no locked instruction. That is
+ * the point of the second word: Drepper's one-word futex lock ("mutex2",
+ * which this was) must release by an atomic exchange, to learn in the same
+ * instruction whether anyone sleeps, and that exchange was 15% of a channel
+ * round trip. Here the unlocker stores held = 0 and then reads sleepers;
+ * a sleeper adds itself to sleepers and then reads held. That is Dekker's
+ * pattern, a store then a load on each side, and it needs a full barrier
+ * between each side's store and load, or both may read the old values: the
+ * unlocker sees no sleeper, the sleeper sees the lock still held, and the
+ * sleeper never wakes. The barrier is split unevenly (platform.h,
+ * weft__barrier_light/heavy): the unlocker, on every unlock, pays a
+ * compiler barrier; the sleeper, once per sleep, pays a membarrier(2)
+ * system call that forces a barrier on every CPU running our threads.
+ * Where membarrier is missing, both sides pay a real fence.
  * The wait record (struct weft__waiter) lives on the waiting fiber's stack,
  * which stays valid until the fiber is readied: whoever claims the fiber
  * (weft__wake_claim) may still use the record until it calls weft__ready.
@@ -32,21 +47,29 @@
 
 /* ------------------------------------------------------------- word lock */
 
-void weft__wlock_slow(_Atomic uint32_t *l);
-void weft__wunlock_slow(_Atomic uint32_t *l);
+typedef struct weft__wordlock {
+    _Atomic uint32_t held;          /* 1 while held: the futex word */
+    _Atomic uint32_t sleepers;      /* takers asleep on held, or about to be */
+} weft__wordlock;
 
-static inline void weft__wlock(_Atomic uint32_t *l)
+void weft__wlock_slow(weft__wordlock *l);
+void weft__wunlock_slow(weft__wordlock *l);
+
+static inline void weft__wlock(weft__wordlock *l)
 {
     uint32_t zero = 0;
-    if (WEFT_LIKELY(atomic_compare_exchange_weak_explicit(l, &zero, 1, memory_order_acquire,
+    if (WEFT_LIKELY(atomic_compare_exchange_weak_explicit(&l->held, &zero, 1,
+                                                          memory_order_acquire,
                                                           memory_order_relaxed)))
         return;
     weft__wlock_slow(l);
 }
 
-static inline void weft__wunlock(_Atomic uint32_t *l)
+static inline void weft__wunlock(weft__wordlock *l)
 {
-    if (WEFT_UNLIKELY(atomic_exchange_explicit(l, 0, memory_order_release) == 2))
+    atomic_store_explicit(&l->held, 0, memory_order_release);
+    weft__barrier_light();   /* the store before the load: see above */
+    if (WEFT_UNLIKELY(atomic_load_explicit(&l->sleepers, memory_order_relaxed)))
         weft__wunlock_slow(l);
 }
 
