@@ -433,8 +433,11 @@ static void *wl_thread(void *arg)
         weft__wlock(&wl);
         wl_count++;
         if (i % 50 == 0) {
-            struct timespec ts = { 0, 100000 };
-            nanosleep(&ts, NULL);
+            /* held by the clock, not nanosleep: Windows' sleeps are whole
+             * milliseconds, and a 100 us one returns at once */
+            uint64_t until = weft_now() + 100000;
+            while (weft_now() < until)
+                ;
             if (atomic_load_explicit(&wl.sleepers, memory_order_relaxed))
                 atomic_fetch_add(&wl_slept, 1);
         }
