@@ -433,9 +433,13 @@ static void *wl_thread(void *arg)
         weft__wlock(&wl);
         wl_count++;
         if (i % 50 == 0) {
-            /* held by the clock, not nanosleep: Windows' sleeps are whole
-             * milliseconds, and a 100 us one returns at once */
+            /* Sleep, so that one-thread-at-a-time valgrind runs the
+             * others meanwhile; then wait out the rest by the clock, since
+             * Windows' sleeps are whole milliseconds and a 100 us one
+             * returns at once. */
             uint64_t until = weft_now() + 100000;
+            struct timespec ts = { 0, 100000 };
+            nanosleep(&ts, NULL);
             while (weft_now() < until)
                 ;
             if (atomic_load_explicit(&wl.sleepers, memory_order_relaxed))
