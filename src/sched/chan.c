@@ -92,6 +92,7 @@ void weft_chan_free(weft_chan *c)
 /* ------------------------------------------------- the non-blocking core */
 
 static inline void *slot(weft_chan *c, size_t i) { return c->buf + i * c->elem_size; }
+static inline size_t inc(weft_chan *c, size_t i) { return ++i == c->cap ? 0 : i; }
 
 /* Copy one element. Most channels carry a pointer or an integer: give the
  * compiler those sizes as constants, so the copy is one move instead of a
@@ -105,7 +106,6 @@ static inline void copy_elem(const weft_chan *c, void *dst, const void *src)
     default: memcpy(dst, src, c->elem_size); break;
     }
 }
-static inline size_t inc(weft_chan *c, size_t i) { return ++i == c->cap ? 0 : i; }
 
 /* With c locked: send now if possible. 0 or -EPIPE when done, -EAGAIN when
  * it would block. *wake: a fiber to ready once c is unlocked. */
