@@ -3,10 +3,14 @@
  * in the same process, and the costs around it: spawn + join of an empty
  * fiber on one worker (warm stack cache) and a stack allocate + free.
  *
- *   bench_switch [switch | fcontext | spawn_join_1w | stack_alloc_free | mmap_stack]...
+ *   bench_switch [switch | fcontext | handoff | fcontext_handoff |
+ *                 spawn_join_1w | stack_alloc_free | mmap_stack]...
  *
- * With no argument it runs them all and prints the ratio of the two
- * switches. The peers: Boost's switch for ours; the issue's budget of
+ * switch and fcontext bounce between two loops that each call the switch
+ * from their own place; handoff and fcontext_handoff bounce through one
+ * shared helper, the shape in which the scheduler uses weft__ctx_handoff
+ * (arch.h). With no argument it runs them all and prints the ratio of the
+ * first two. The peers: Boost's switch for ours (in both shapes); the issue's budget of
  * 100 ns for spawn + join (spawn_join_budget); for the stack allocator,
  * what a guarded stack costs without one: mmap, an mprotect guard, munmap
  * (mmap_stack_alloc_free). Each case is the best of 5 runs (the least disturbed by the
@@ -17,6 +21,7 @@
 
 #include "arch/arch.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +87,79 @@ static double run_boost(void)
     double t0 = now_ns();
     for (long i = 0; i < SWITCHES / 2; i++)
         c = jump_fcontext(c, NULL).fctx;
+    double t1 = now_ns();
+    weft__stack_free(s);
+    return (t1 - t0) / SWITCHES;
+}
+
+/* ------------------------------------------- the hand-off, from one place */
+
+/* The scheduler's shape: both contexts switch through the same code (here
+ * bounce -> hop, there weft__switch_out), so each resumes at the return
+ * address the other one just left from. That is the case the hand-off's
+ * `ret` is for (arch.h); Boost's jump is measured in the same shape. */
+static weft__ctx hand_main, hand_fiber;
+
+__attribute__((noinline)) static void hop(weft__ctx *self, weft__ctx *other)
+{
+    weft__ctx_handoff(self, other, NULL);
+    __asm__ volatile("" ::: "memory");   /* a real return, not a tail call */
+}
+
+__attribute__((noinline)) static void bounce(weft__ctx *self, weft__ctx *other, long n)
+{
+    for (long i = 0; i < n; i++)
+        hop(self, other);
+}
+
+static void hand_entry(void *arg)
+{
+    bounce(&hand_fiber, &hand_main, LONG_MAX);   /* never ends: freed suspended */
+}
+
+static double run_handoff(void)
+{
+    weft__stack *s;
+    if (weft__stack_alloc(64 << 10, &s) < 0)
+        abort();
+    weft__ctx_make(&hand_fiber, s->lo, (size_t)(s->hi - s->lo), hand_entry);
+    weft__ctx_handoff(&hand_main, &hand_fiber, NULL);   /* start it: it comes back through hop */
+    double t0 = now_ns();
+    bounce(&hand_main, &hand_fiber, SWITCHES / 2);
+    double t1 = now_ns();
+    weft__stack_free(s);
+    return (t1 - t0) / SWITCHES;
+}
+
+static fcontext_t fhand_other;
+
+__attribute__((noinline)) static void fhop(void)
+{
+    fhand_other = jump_fcontext(fhand_other, NULL).fctx;
+    __asm__ volatile("" ::: "memory");
+}
+
+__attribute__((noinline)) static void fbounce(long n)
+{
+    for (long i = 0; i < n; i++)
+        fhop();
+}
+
+static void fhand_entry(transfer_t t)
+{
+    fhand_other = t.fctx;
+    fbounce(LONG_MAX);
+}
+
+static double run_boost_handoff(void)
+{
+    weft__stack *s;
+    if (weft__stack_alloc(64 << 10, &s) < 0)
+        abort();
+    fhand_other = make_fcontext(s->hi, (size_t)(s->hi - s->lo), fhand_entry);
+    fhop();   /* start it: it comes back through fhop */
+    double t0 = now_ns();
+    fbounce(SWITCHES / 2);
     double t1 = now_ns();
     weft__stack_free(s);
     return (t1 - t0) / SWITCHES;
@@ -182,6 +260,10 @@ int main(int argc, char **argv)
     }
     if (ours > 0 && boost > 0)
         printf("RESULT switch_vs_fcontext %.3f ratio\n", ours / boost);
+    if (want(argc, argv, "handoff"))
+        printf("RESULT handoff %.2f ns/op\n", best(run_handoff));
+    if (want(argc, argv, "fcontext_handoff"))
+        printf("RESULT fcontext_handoff %.2f ns/op\n", best(run_boost_handoff));
     if (want(argc, argv, "spawn_join_1w")) {
         printf("RESULT spawn_join_1w %.1f ns/op\n", best(run_spawn_join));
         printf("RESULT spawn_join_budget 100 ns/op\n");

@@ -67,6 +67,7 @@ chan_pingpong         | run          | bench/bench_sched chan_pingpong   | chan_
 yield_pingpong        | run          | bench/bench_sched yield_pingpong  | yield_pingpong  | go       | bench/go/pingpong             | yield_pingpong  | <=0.5
 mutex_contended       | run          | bench/bench_sched mutex_contended | mutex_contended | go       | bench/go/pingpong             | mutex_contended | <=0.5
 switch                | run          | bench/bench_switch switch         | switch          | fcontext | bench/bench_switch fcontext   | fcontext        | <=1.0
+handoff               | run          | bench/bench_switch handoff        | handoff         | fcontext | bench/bench_switch fcontext_handoff | fcontext_handoff | <=1.0
 spawn_join_1w         | run          | bench/bench_switch spawn_join_1w  | spawn_join_1w   | budget   | bench/bench_switch spawn_join_1w | spawn_join_budget | <=1.0
 stack_alloc_free      | run          | bench/bench_switch stack_alloc_free | stack_alloc_free | mmap  | bench/bench_switch mmap_stack | mmap_stack_alloc_free | <=0.1
 timer_late_p99        | run          | bench/bench_timers timers         | timer_late_p99  | budget   | bench/bench_timers timers     | timer_budget    | <=1.0

@@ -21,6 +21,18 @@ static struct rctx pp;
 
 struct ball { int hits; struct ball *self; };
 
+/* Both sides switch through this one helper: for the hand-off that is the
+ * shape it is made for (the scheduler's weft__switch_out, arch.h). */
+static void *(*pp_sw)(weft__ctx *, weft__ctx *, void *);
+
+__attribute__((noinline)) static void *pp_hop(struct rctx *from, struct rctx *to, void *arg)
+{
+    announce(from, to, 0);
+    void *r = pp_sw(&from->c, &to->c, arg);
+    arrived(from);
+    return r;
+}
+
 static void pingpong_fn(void *arg)
 {
     rentry(&pp);
@@ -28,24 +40,35 @@ static void pingpong_fn(void *arg)
     while (b) {
         ASSERT_PTR_EQ(b->self, b);
         b->hits++;
-        b = rswitch(&pp, &main_ctx, b);   /* hand the same pointer back */
+        b = pp_hop(&pp, &main_ctx, b);   /* hand the same pointer back */
     }
     rexit(&pp, &main_ctx, (void *)0x5eed);
+}
+
+static void pingpong_check(void *(*sw)(weft__ctx *, weft__ctx *, void *))
+{
+    pp_sw = sw;
+    rmake(&pp, pingpong_fn);
+    struct ball b = { 0, &b };
+    for (int i = 0; i < 1000; i++) {
+        struct ball *back = pp_hop(&main_ctx, &pp, &b);   /* the first one starts it */
+        ASSERT_PTR_EQ(back, &b);
+        ASSERT_EQ(b.hits, i + 1);
+    }
+    ASSERT_PTR_EQ(pp_hop(&main_ctx, &pp, NULL), (void *)0x5eed);
+    rfree(&pp);
 }
 
 TEST(arch_pingpong_pointers)
 {
     ASSERT(weft__ctx_impl[0] != 0);
     printf("switch: %s\n", weft__ctx_impl);
-    rmake(&pp, pingpong_fn);
-    struct ball b = { 0, &b };
-    for (int i = 0; i < 1000; i++) {
-        struct ball *back = rswitch(&main_ctx, &pp, &b);
-        ASSERT_PTR_EQ(back, &b);
-        ASSERT_EQ(b.hits, i + 1);
-    }
-    ASSERT_PTR_EQ(rswitch(&main_ctx, &pp, NULL), (void *)0x5eed);
-    rfree(&pp);
+    pingpong_check(weft__ctx_switch);
+}
+
+TEST(arch_handoff_pointers)
+{
+    pingpong_check(weft__ctx_handoff);
 }
 
 /* ---------------------------------------------- callee-saved registers */
@@ -57,6 +80,8 @@ TEST(arch_pingpong_pointers)
  * with different seeds, so a register that leaks from one context into
  * the other shows up. */
 unsigned regs_switch(weft__ctx *from, weft__ctx *to, uint64_t seed);
+/* The switch regs_switch calls: weft__ctx_switch or weft__ctx_handoff. */
+void *(*regs_sw)(weft__ctx *, weft__ctx *, void *) = weft__ctx_switch;
 
 #if defined(__x86_64__) && defined(_WIN32)
 /* Windows x64 (from rcx, to rdx, seed r8): rbx, rbp, rdi, rsi, r12-r15:
@@ -85,7 +110,7 @@ __asm__(
     "    leaq 5(%r8), %r12\n leaq 6(%r8), %r13\n leaq 7(%r8), %r14\n leaq 8(%r8), %r15\n"
     SETX("%xmm6", 9) SETX("%xmm7", 10) SETX("%xmm8", 11) SETX("%xmm9", 12) SETX("%xmm10", 13)
     SETX("%xmm11", 14) SETX("%xmm12", 15) SETX("%xmm13", 16) SETX("%xmm14", 17) SETX("%xmm15", 18)
-    "    call weft__ctx_switch\n"
+    "    call *regs_sw(%rip)\n"
     "    movq 0x20(%rsp), %rdx\n"
     "    xorl %eax, %eax\n"
     CHKQ("%rbx", 1, 1) CHKQ("%rbp", 2, 2) CHKQ("%rdi", 3, 4) CHKQ("%rsi", 4, 8)
@@ -115,7 +140,7 @@ __asm__(
     "    movq %rdx, (%rsp)\n"
     "    leaq 1(%rdx), %rbx\n leaq 2(%rdx), %rbp\n leaq 3(%rdx), %r12\n"
     "    leaq 4(%rdx), %r13\n leaq 5(%rdx), %r14\n leaq 6(%rdx), %r15\n"
-    "    call weft__ctx_switch\n"
+    "    call *regs_sw(%rip)\n"
     "    movq (%rsp), %rdx\n"
     "    xorl %eax, %eax\n"
     "    leaq 1(%rdx), %rcx\n cmpq %rcx, %rbx\n je 1f\n orl $1, %eax\n1:\n"
@@ -152,7 +177,7 @@ __asm__(
     "    add x9, x2, #14\n fmov d10, x9\n add x9, x2, #15\n fmov d11, x9\n"
     "    add x9, x2, #16\n fmov d12, x9\n add x9, x2, #17\n fmov d13, x9\n"
     "    add x9, x2, #18\n fmov d14, x9\n add x9, x2, #19\n fmov d15, x9\n"
-    "    bl weft__ctx_switch\n"
+    "    adrp x9, regs_sw\n ldr x9, [x9, :lo12:regs_sw]\n blr x9\n"
     "    ldr x2, [sp, #0xa0]\n mov w0, #0\n"
     CHK(x19, 1, 0) CHK(x20, 2, 1) CHK(x21, 3, 2) CHK(x22, 4, 3) CHK(x23, 5, 4)
     CHK(x24, 6, 5) CHK(x25, 7, 6) CHK(x26, 8, 7) CHK(x27, 9, 8) CHK(x28, 10, 9)
@@ -185,12 +210,46 @@ static unsigned regs_roundtrip(struct rctx *from, struct rctx *to, uint64_t seed
     return bad;
 }
 
+/* How each side switches on round i: mode 0 both plain, mode 1 both
+ * hand-off, mode 2 mixed (each side takes the other switch every other
+ * round, so that a context suspended by one is resumed by the other). */
+static int regs_mode;
+
+static void *(*regs_pick(int i, int fiber_side))(weft__ctx *, weft__ctx *, void *)
+{
+    if (regs_mode == 0)
+        return weft__ctx_switch;
+    if (regs_mode == 1)
+        return weft__ctx_handoff;
+    return ((i + fiber_side) & 1) ? weft__ctx_handoff : weft__ctx_switch;
+}
+
 static void regs_fn(void *arg)
 {
     rentry(&rc);
-    for (int i = 0; i < 100; i++)
+    for (int i = 0; i < 100; i++) {
+        regs_sw = regs_pick(i, 1);
         fiber_bad |= regs_roundtrip(&rc, &main_ctx, 0x20000 + (uint64_t)i * 64);
+    }
     rexit(&rc, &main_ctx, NULL);
+}
+
+static void regs_check(int mode)
+{
+    regs_mode = mode;
+    fiber_bad = 0;
+    rmake(&rc, regs_fn);
+    unsigned bad = 0;
+    for (int i = 0; i < 100; i++) {
+        regs_sw = regs_pick(i, 0);
+        bad |= regs_roundtrip(&main_ctx, &rc, 0x10000 + (uint64_t)i * 64);
+    }
+    rswitch(&main_ctx, &rc, NULL);   /* let it finish */
+    regs_sw = weft__ctx_switch;
+    if (bad || fiber_bad)
+        test_fail(__FILE__, __LINE__, "mode %d: clobbered (" REGS_NAMES "): main %#x, fiber %#x",
+                  mode, bad, fiber_bad);
+    rfree(&rc);
 }
 #endif
 
@@ -199,15 +258,19 @@ TEST(arch_callee_saved_registers)
 #ifdef REGS_NONE
     printf("no register check for this CPU\n");
 #else
-    rmake(&rc, regs_fn);
-    unsigned bad = 0;
-    for (int i = 0; i < 100; i++)
-        bad |= regs_roundtrip(&main_ctx, &rc, 0x10000 + (uint64_t)i * 64);
-    rswitch(&main_ctx, &rc, NULL);   /* let it finish */
-    if (bad || fiber_bad)
-        test_fail(__FILE__, __LINE__, "clobbered (" REGS_NAMES "): main %#x, fiber %#x",
-                  bad, fiber_bad);
-    rfree(&rc);
+    regs_check(0);
+#endif
+}
+
+/* The hand-off keeps the same registers, and either switch resumes a
+ * context the other one suspended (arch.h). */
+TEST(arch_handoff_callee_saved_registers)
+{
+#ifdef REGS_NONE
+    printf("no register check for this CPU\n");
+#else
+    regs_check(1);
+    regs_check(2);
 #endif
 }
 

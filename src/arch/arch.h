@@ -40,6 +40,15 @@ void weft__ctx_make(weft__ctx *ctx, void *lo, size_t size, void (*fn)(void *arg)
  * a fresh context, fn receives arg). */
 void *weft__ctx_switch(weft__ctx *from, weft__ctx *to, void *arg);
 
+/* The same switch, for a `to` that was suspended by a switch called from
+ * the same place in the code as this call: the scheduler's hand-off from
+ * one fiber straight to another, both of which left their CPU through
+ * weft__switch_out. Where the two endings differ (x86-64 System V: see
+ * RETURNING in its assembly file) this one keeps the CPU's return-address
+ * predictor right for such a pair; elsewhere it is weft__ctx_switch under
+ * a second name. Either one resumes a context the other suspended. */
+void *weft__ctx_handoff(weft__ctx *from, weft__ctx *to, void *arg);
+
 /* Name of the switch implementation linked in, for messages and benchmarks. */
 extern const char weft__ctx_impl[];
 

@@ -166,6 +166,12 @@ weft__ctx_switch:
     .cfi_endproc
     .size   weft__ctx_switch, .-weft__ctx_switch
 
+/* This switch already ends in `ret`: the hand-off (arch.h) is the same code. */
+    .globl  weft__ctx_handoff
+    .hidden weft__ctx_handoff
+    .type   weft__ctx_handoff, %function
+    .set    weft__ctx_handoff, weft__ctx_switch
+
 /* The first switch into a fresh context "returns" here, with the frame
  * weft__ctx_make built: x19 = fn, x0 = arg, x29 = 0, sp 16-byte aligned.
  *

@@ -152,3 +152,8 @@ void *weft__ctx_switch(weft__ctx *from, weft__ctx *to, void *arg)
 #endif
     return in->arg;
 }
+
+/* Boost's jump decides how it returns, the same way for every caller: the
+ * hand-off (arch.h) is this same function. */
+void *weft__ctx_handoff(weft__ctx *from, weft__ctx *to, void *arg)
+    __attribute__((alias("weft__ctx_switch")));

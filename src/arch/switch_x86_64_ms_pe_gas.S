@@ -192,6 +192,10 @@ weft__ctx_switch:
     ret                             /* to the address the other context called us from */
     .seh_endproc
 
+/* This switch already ends in `ret`: the hand-off (arch.h) is the same code. */
+    .globl  weft__ctx_handoff
+    .set    weft__ctx_handoff, weft__ctx_switch
+
 /* The first switch into a fresh context "returns" here, with the frame
  * weft__ctx_make built: r12 = fn, rax = arg, rsp 16-byte aligned, and the
  * quadword at (%rsp) zero.

@@ -42,6 +42,18 @@
  * Skipping ldmxcsr/fldcw when the value is unchanged (as the AArch64 file
  * does for FPCR) measured slower here (ratio 1.3-1.7: the compares read
  * back the just-stored words), so both are loaded unconditionally.
+ *
+ * The `jmp` has a cost those loops cannot show, because they never return:
+ * the `call` that entered the switch left an entry on the return stack
+ * that no `ret` pops, so in the resumed context every later `ret` is
+ * predicted one entry off and mispredicts. When the other context was
+ * suspended by a call from the same place as ours, a `ret` is predicted
+ * right and keeps the stack in step. That is the scheduler's common case
+ * (every fiber leaves its CPU through one call in weft__switch_out), so
+ * there are two entry points with one body: weft__ctx_switch ends with the
+ * `jmp`, weft__ctx_handoff with `ret`. See docs/context-switch.md for the
+ * measurements (a channel round trip 125 -> 105 ns).
+ *
  * Neither choice is compatible with a CET shadow stack (a swap needs
  * rstorssp/saveprevssp); glibc on Debian 12 does not enable it, and user-
  * space IBT, which would want `notrack` on the jmp, is not in Linux.
@@ -56,14 +68,12 @@
     .file   "switch_x86_64_sysv_elf_gas.S"
     .text
 
-/* void *weft__ctx_switch(weft__ctx *from, weft__ctx *to, void *arg)
- *                        rdi              rsi            rdx        -> rax   */
-    .globl  weft__ctx_switch
-    .hidden weft__ctx_switch
-    .type   weft__ctx_switch, @function
-    .p2align 4
-weft__ctx_switch:
-    .cfi_startproc
+/* The part both switches share: push the callee-saved registers and the FP
+ * control words, store rsp in *from, load rsp from *to, reload the other
+ * context's registers. It stops with the other context's return address
+ * on top of the stack and arg moved to rax: how that address is reached is
+ * the only difference between the two (RETURNING above). */
+.macro SAVE_SWAP_RESTORE load_ret_early
     endbr64                         /* CET/IBT landing pad for indirect calls */
     pushq   %rbp
     .cfi_adjust_cfa_offset 8
@@ -91,7 +101,9 @@ weft__ctx_switch:
     movq    %rsp, (%rdi)            /* from->sp: this context is now suspended */
     movq    (%rsi), %rsp            /* to->sp:   from here on we run the other one */
 
+.if \load_ret_early
     movq    0x38(%rsp), %rcx        /* its return address, loaded first: see RETURNING */
+.endif
     ldmxcsr (%rsp)
     fldcw   4(%rsp)
     leaq    8(%rsp), %rsp
@@ -115,12 +127,37 @@ weft__ctx_switch:
     .cfi_adjust_cfa_offset -8
     .cfi_restore rbp
     movq    %rdx, %rax              /* arg becomes the resumed call's return value */
+.endm
+
+/* void *weft__ctx_switch(weft__ctx *from, weft__ctx *to, void *arg)
+ *                        rdi              rsi            rdx        -> rax   */
+    .globl  weft__ctx_switch
+    .hidden weft__ctx_switch
+    .type   weft__ctx_switch, @function
+    .p2align 4
+weft__ctx_switch:
+    .cfi_startproc
+    SAVE_SWAP_RESTORE 1
     leaq    8(%rsp), %rsp           /* drop the return address, already in rcx... */
     .cfi_adjust_cfa_offset -8
     .cfi_register rip, rcx
     jmpq    *%rcx                   /* ...reached by jmp, not ret: see RETURNING above */
     .cfi_endproc
     .size   weft__ctx_switch, .-weft__ctx_switch
+
+/* void *weft__ctx_handoff(weft__ctx *from, weft__ctx *to, void *arg)
+ * The same switch, ending in `ret`: for a `to` suspended by a switch
+ * called from the same place as this call (RETURNING above). */
+    .globl  weft__ctx_handoff
+    .hidden weft__ctx_handoff
+    .type   weft__ctx_handoff, @function
+    .p2align 4
+weft__ctx_handoff:
+    .cfi_startproc
+    SAVE_SWAP_RESTORE 0
+    ret                             /* predicted: we return where we were called from */
+    .cfi_endproc
+    .size   weft__ctx_handoff, .-weft__ctx_handoff
 
 /* The first switch into a fresh context "returns" here, with the frame
  * weft__ctx_make built: r12 = fn, rax = arg, rsp 16-byte aligned.

@@ -347,9 +347,21 @@ void weft__switch_out(weft_fiber *self, int post)
         size = (size_t)(g->stack->hi - g->stack->lo);
         tsan = g->tsan_fiber;
     }
+    /* A fiber that has run before was suspended right here, at this one
+     * call: switch to it with the hand-off, whose `ret` the CPU predicts
+     * from its return stack, which stays in step for the returns that
+     * follow (up through wait_park, the channel call, ...: the same path
+     * the fiber we leave took). A fresh fiber, or the loop, was not: the
+     * plain switch's jump is predicted from the branch target buffer.
+     * One call site for both (the pointer is hidden from the compiler so
+     * that it does not make it two): every fiber is suspended at the same
+     * return address. See arch.h and docs/context-switch.md. */
+    void *(*sw)(weft__ctx *, weft__ctx *, void *) =
+        g && g->started ? weft__ctx_handoff : weft__ctx_switch;
+    __asm__("" : "+r"(sw));
     san_asan_start(post == WEFT_POST_EXIT ? NULL : &self->asan_fake, bottom, size);
     san_tsan_switch(tsan);
-    prev = weft__ctx_switch(&self->ctx, to, self);
+    prev = sw(&self->ctx, to, self);
     /* Resumed, perhaps on another worker: self->worker was updated by
      * whoever resumed us; read nothing cached from before the switch. */
     w = self->worker;
@@ -364,6 +376,7 @@ void weft__switch_out(weft_fiber *self, int post)
 void weft__fiber_entry_finish(weft_fiber *self, weft_fiber *prev)
 {
     weft__worker *w = self->worker;
+    self->started = true;
     san_asan_finish(NULL, prev ? NULL : &w->sched_bottom, prev ? NULL : &w->sched_size);
     if (prev)
         finish_switch(w, prev);

@@ -108,6 +108,7 @@ struct weft_fiber {
     weft__ctx ctx;                  /* saved stack pointer while suspended */
     _Atomic int on_cpu;             /* 1 from resume until its worker finished switching away */
     unsigned flags;                 /* WEFT_DETACHED, WEFT_PINNED */
+    bool started;                   /* has run: suspended in weft__switch_out, not fresh */
     weft__worker *worker;           /* the worker it runs/ran on */
     weft__worker *home;             /* pinned: the only worker it may run on */
     weft_fiber *next;               /* run-queue / inbox / global-queue link */
