@@ -51,11 +51,14 @@
  * switch_arm64_aapcs.c.
  *
  * Returning. `ret` goes through the return-address predictor, which after
- * a stack swap predicts the wrong caller (the one of the context we just
- * left), so every switch pays one misprediction of the return. `br x30`
- * would avoid that predictor, but with BTI enforced an indirect `br` may
- * only land on a `bti j` pad, and a return address never is one; `ret` is
- * exempt from BTI. The predictor's miss is the price of BTI-correctness.
+ * a stack swap predicts the caller of the context we just left. That is
+ * right when both contexts called the switch from the same place (two
+ * fibers handing over in weft__switch_out: see weft__ctx_handoff in
+ * arch.h, an alias of this switch here) and wrong otherwise (the run
+ * loop's switches into and out of fibers), which pay one misprediction.
+ * `br x30` would avoid that predictor, but with BTI enforced an indirect
+ * `br` may only land on a `bti j` pad, and a return address never is one;
+ * `ret` is exempt from BTI. The loop's miss is the price of BTI-correctness.
  *
  * BTI. The only indirect entry into this file is a `blr` to
  * weft__ctx_switch (through a function pointer or a PLT), which lands on
