@@ -27,6 +27,7 @@
  * compiler barrier; the sleeper, once per sleep, pays a membarrier(2)
  * system call that forces a barrier on every CPU running our threads.
  * Where membarrier is missing, both sides pay a real fence.
+ *
  * The wait record (struct weft__waiter) lives on the waiting fiber's stack,
  * which stays valid until the fiber is readied: whoever claims the fiber
  * (weft__wake_claim) may still use the record until it calls weft__ready.
