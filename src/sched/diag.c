@@ -395,6 +395,7 @@ int weft_stats(weft_stats_t *st)
 void weft__diag_start(const weft_config *cfg)
 {
     weft__diag_os_start();
+    weft__deadlock_start();
     weft__trace_start();
     weft__watchdog_start(cfg);
 }

@@ -62,6 +62,12 @@ int  weft__watchdog_start(const weft_config *cfg);
 void weft__watchdog_stop(void);
 extern _Atomic uint64_t weft__wd_reports, weft__wd_moved;
 
+/* deadlock.c: WEFT_DEADLOCK=1. The last worker to go idle, with no timer
+ * armed anywhere, calls weft__deadlock_check when weft__deadlock_on. */
+extern int weft__deadlock_on;
+void weft__deadlock_start(void);
+void weft__deadlock_check(void);
+
 /* sched.c: queue fibers on the global queue and wake a worker for them. */
 void weft__global_put(weft_fiber *const *fs, uint32_t n);
 

@@ -1227,6 +1227,11 @@ static weft_fiber *find_runnable(weft__worker *w)
              * permit is consumed by the next sleep, harmlessly. */
             continue;
         }
+        /* Every worker idle and no clock to wake anyone: with
+         * WEFT_DEADLOCK=1, see whether the fibers wait only on each other. */
+        if (WEFT_UNLIKELY(weft__deadlock_on) && atomic_load(&weft__rt.nidle) == weft__rt.n &&
+            sleep_timeout(w) < 0)
+            weft__deadlock_check();
         /* While another worker is busy, wake now and then to take a fiber
          * left in its next slot by a fiber that went on running (put_next).
          * A look that finds nothing stuck sleeps on at once, still on the
