@@ -198,13 +198,13 @@ TEST_RUN  ?=
 TEST_ARGS ?=
 
 # The examples too: test_examples_posix.c runs them.
-check: deps-quiet $(TEST_BIN) $(EXAMPLES)
+check: deps-check $(TEST_BIN) $(EXAMPLES)
 	$(TEST_RUN) $(TEST_BIN) $(TEST_ARGS)
 
 check-fcontext:
 	$(MAKE) CTX=fcontext BUILD=build/fcontext check
 
-check-asan:
+check-asan: deps-clang
 	$(MAKE) CC=clang SAN=asan BUILD=build/asan check
 # TSan maps a trace of its own per fiber (256 KiB each): a million of them do not
 # fit ("ThreadSanitizer failed to allocate ... TracePart"), so the heavy test skips.
@@ -212,13 +212,13 @@ check-asan:
 # of the default vm.max_map_count of 65,530, and one run died allocating a shadow
 # stack (ENOMEM). Under TSan the stress test runs 50,000 fibers, and the slower
 # clock (spawning 100,000 took over a minute there) gets twice the time limits.
-check-tsan:
+check-tsan: deps-clang
 	$(MAKE) CC=clang SAN=tsan BUILD=build/tsan TEST_RUN="env WEFT_TEST_HEAVY=0 WEFT_STRESS_SECONDS=3 WEFT_STRESS_FIBERS=50000 WEFT_TEST_TIME_SCALE=2" check
-check-ubsan:
+check-ubsan: deps-clang
 	$(MAKE) CC=clang SAN=ubsan BUILD=build/ubsan check
 
 # valgrind: no sanitizer, -O1 keeps it fast enough; the runner scales timeouts.
-check-valgrind: deps-quiet
+check-valgrind: deps-valgrind
 	$(MAKE) BUILD=build/valgrind OPT=-O1 tests $(patsubst $(BUILD)/%,build/valgrind/%,$(EXAMPLES))
 	WEFT_TEST_TIME_SCALE=20 WEFT_TEST_HEAVY=0 WEFT_STRESS_SECONDS=1 WEFT_STRESS_FIBERS=5000 valgrind -q --error-exitcode=99 --leak-check=full \
 	    --errors-for-leak-kinds=definite --suppressions=test/valgrind.supp \
@@ -230,10 +230,10 @@ check-valgrind: deps-quiet
 # sysroot (/usr/aarch64-linux-gnu) lacks those, and under qemu 7.2 a fork()
 # there hangs the child. Heavy tests (a million fibers) are skipped: emulated,
 # they take minutes.
-check-aarch64: deps-quiet
+check-aarch64: deps-aarch64
 	$(MAKE) CROSS=aarch64-linux-gnu- BUILD=build/aarch64 TEST_RUN="env WEFT_TEST_QEMU=1 WEFT_TEST_TIME_SCALE=10 WEFT_TEST_HEAVY=0 WEFT_STRESS_SECONDS=2 WEFT_STRESS_FIBERS=20000 qemu-aarch64 -L /" check
 
-check-windows: deps-quiet
+check-windows: deps-windows
 	@if [ -f src/sched/platform_win32.c ]; then \
 	  $(MAKE) CROSS=x86_64-w64-mingw32- BUILD=build/windows all && \
 	  WINEPREFIX=$(CURDIR)/build/wineprefix WINEDEBUG=-all WEFT_TEST_TIME_SCALE=10 wine build/windows/test/weft-test.exe $(TEST_ARGS); \
@@ -244,7 +244,7 @@ CHECK_ALL := check check-fcontext check-asan check-ubsan check-tsan check-valgri
 check-all:
 	@set -e; for t in $(CHECK_ALL); do echo "=== make $$t"; $(MAKE) --no-print-directory $$t; done
 
-bench: all
+bench: deps-bench all
 	bash bench/run.sh $(BUILD)
 
 # Stress, not the unit suite: 10,000 connections for SOAK_SECONDS (default 60),
@@ -253,21 +253,43 @@ soak: $(BUILD)/bench/io_soak$(EXE)
 	$(BUILD)/bench/io_soak
 
 # The network demo (tools/demo.sh) when the I/O examples exist; the fiber demo before.
-demo: deps-quiet all
+demo: deps-demo all
 	@if [ -f tools/demo.sh ]; then bash tools/demo.sh $(BUILD); else $(BUILD)/examples/fibers; fi
 
 # ------------------------------------------------------------------ deps
-# Debian packages the build and the matrix use. Installed only when missing.
-DEPS_NATIVE := gcc make libc6-dev libunwind-dev liburing-dev libboost-context-dev \
-               valgrind clang libclang-rt-14-dev gdb golang-go wrk python3 curl
-DEPS_CROSS  := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
-               libunwind-dev:arm64 liburing-dev:arm64 libboost-context1.74.0:arm64 \
-               mingw-w64 wine64
+# Debian packages, per target: each target installs only what it needs, when
+# it is missing (tools/deps.sh: as root it runs apt-get; otherwise it names the
+# apt-get command on one line and lets the target run with what is there).
+# `make deps` installs every set at once (CI).
+DEPS_BUILD    := gcc make libc6-dev libunwind-dev liburing-dev libboost-context-dev
+DEPS_CHECK    := $(DEPS_BUILD) gdb python3
+DEPS_DEMO     := $(DEPS_BUILD) python3
+DEPS_BENCH    := $(DEPS_BUILD) golang-go wrk curl python3
+DEPS_CLANG    := $(DEPS_CHECK) clang libclang-rt-14-dev
+DEPS_VALGRIND := $(DEPS_CHECK) valgrind
+DEPS_AARCH64  := $(DEPS_CHECK) gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
+                 libunwind-dev:arm64 liburing-dev:arm64 libboost-context1.74.0:arm64
+DEPS_WINDOWS  := $(DEPS_BUILD) mingw-w64 wine64
+DEPS_ALL      := $(sort $(DEPS_CHECK) $(DEPS_DEMO) $(DEPS_BENCH) $(DEPS_CLANG) $(DEPS_VALGRIND) \
+                        $(DEPS_AARCH64) $(DEPS_WINDOWS))
 
+.PHONY: deps-check deps-demo deps-bench deps-clang deps-valgrind deps-aarch64 deps-windows
 deps:
-	@bash tools/deps.sh $(DEPS_NATIVE) -- $(DEPS_CROSS)
-deps-quiet:
-	@bash tools/deps.sh --quiet $(DEPS_NATIVE) -- $(DEPS_CROSS)
+	@bash tools/deps.sh $(DEPS_ALL)
+deps-check:
+	@bash tools/deps.sh --quiet $(DEPS_CHECK)
+deps-demo:
+	@bash tools/deps.sh --quiet $(DEPS_DEMO)
+deps-bench:
+	@bash tools/deps.sh --quiet $(DEPS_BENCH)
+deps-clang:
+	@bash tools/deps.sh --quiet $(DEPS_CLANG)
+deps-valgrind:
+	@bash tools/deps.sh --quiet $(DEPS_VALGRIND)
+deps-aarch64:
+	@bash tools/deps.sh --quiet $(DEPS_AARCH64)
+deps-windows:
+	@bash tools/deps.sh --quiet $(DEPS_WINDOWS)
 
 # --------------------------------------------------------------- install
 install: lib
