@@ -136,7 +136,7 @@ endif
 ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(CFLAGS)
 
 .PHONY: all lib soak check check-fcontext check-aarch64 check-windows check-asan check-tsan \
-        check-ubsan check-valgrind check-all bench demo deps install clean tests
+        check-ubsan check-valgrind check-all bench demo deps install uninstall clean tests
 .SUFFIXES:
 
 all: lib $(EXAMPLES) $(BENCHES) $(TEST_BIN)
@@ -262,7 +262,7 @@ demo: deps-demo all
 # apt-get command on one line and lets the target run with what is there).
 # `make deps` installs every set at once (CI).
 DEPS_BUILD    := gcc make libc6-dev libunwind-dev liburing-dev libboost-context-dev
-DEPS_CHECK    := $(DEPS_BUILD) gdb python3
+DEPS_CHECK    := $(DEPS_BUILD) gdb python3 cmake pkgconf
 DEPS_DEMO     := $(DEPS_BUILD) python3
 DEPS_BENCH    := $(DEPS_BUILD) golang-go wrk curl python3
 DEPS_CLANG    := $(DEPS_CHECK) clang libclang-rt-14-dev
@@ -292,15 +292,35 @@ deps-windows:
 	@bash tools/deps.sh --quiet $(DEPS_WINDOWS)
 
 # --------------------------------------------------------------- install
+# The dynamic linker must find what install put: ldconfig refreshes its cache
+# when installing for this machine as root (DESTDIR empty); a prefix outside
+# its search path is named, with what to do about it.
+INSTALL_FILES := include/weft.h lib/libweft.a lib/libweft.so.$(VERSION) lib/libweft.so.$(VERSION_MAJOR) \
+                 lib/libweft.so lib/pkgconfig/weft.pc lib/cmake/weft/weft-config.cmake \
+                 lib/cmake/weft/weft-config-version.cmake
+SUBST := sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' \
+             -e 's|@VERSION_MAJOR@|$(VERSION_MAJOR)|' -e 's|@LIBS@|$(LDLIBS)|'
 install: lib
-	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/cmake/weft
 	install -m 644 include/weft.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/libweft.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libweft.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libweft.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libweft.so.$(VERSION_MAJOR)
 	ln -sf libweft.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libweft.so
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(LDLIBS)|' \
-	    weft.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/weft.pc
+	$(SUBST) weft.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/weft.pc
+	$(SUBST) -e 's|@LIBS_CMAKE@|$(subst $(eval) ,;,$(strip $(LDLIBS)))|' cmake/weft-config.cmake.in \
+	    > $(DESTDIR)$(PREFIX)/lib/cmake/weft/weft-config.cmake
+	$(SUBST) cmake/weft-config-version.cmake.in > $(DESTDIR)$(PREFIX)/lib/cmake/weft/weft-config-version.cmake
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then \
+	    ldconfig; \
+	    ldconfig -p | grep -q "$(PREFIX)/lib/libweft.so.$(VERSION_MAJOR)" || \
+	    echo "install: $(PREFIX)/lib is not where the dynamic linker looks: add it to /etc/ld.so.conf.d/ and run ldconfig, or link with -Wl,-rpath,$(PREFIX)/lib"; \
+	fi
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALL_FILES))
+	-rmdir $(DESTDIR)$(PREFIX)/lib/cmake/weft 2>/dev/null
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 clean:
 	rm -rf build
