@@ -266,11 +266,19 @@ WEFT_API int  weft_close(int fd);
  * (env WEFT_POOL_MAX threads, default 64; idle ones exit after
  * WEFT_POOL_IDLE_MS, default 10000). Cancelled or past the deadline while
  * fn runs, the call returns at once and fn's result is dropped; fn keeps
- * running, so arg must outlive it. From a plain thread fn runs in place. */
+ * running, so arg must outlive it. From a plain thread fn runs in place.
+ * When no pool thread is running and none can be started (a pid or thread
+ * limit, RLIMIT_NPROC, RLIMIT_AS): the thread start's error, -EAGAIN as
+ * pthread_create reports it (or -ENOMEM), at once, and fn does not run;
+ * the call works again once a thread can start. With some pool threads
+ * running, the call waits its turn instead. The same holds for
+ * weft_getaddrinfo, weft_resolve, and weft_read/weft_write on a regular
+ * file where the backend sends those to the pool (epoll; Windows' CRT
+ * descriptors). */
 WEFT_API int  weft_blocking(void *(*fn)(void *), void *arg, void **ret);
 /* getaddrinfo on the pool. Returns 0 or a negative EAI_* code (EAI_* values
  * are negative in glibc already; EAI_SYSTEM is mapped to -errno), or
- * weft's own -errno (-EINVAL, -ENOMEM, -ECANCELED, -ETIMEDOUT).
+ * weft's own -errno (-EINVAL, -ENOMEM, -EAGAIN, -ECANCELED, -ETIMEDOUT).
  * The two can collide: glibc's EAI_AGAIN is -3, which is also -ESRCH, and
  * EAI_OVERFLOW is -12, also -ENOMEM. Kept for existing code; new code
  * uses weft_resolve. */
@@ -278,7 +286,7 @@ WEFT_API int  weft_getaddrinfo(const char *node, const char *service,
                                const struct addrinfo *hints, struct addrinfo **res);
 /* getaddrinfo on the pool, every failure a negative errno: 0 and the list
  * in *res (free it with freeaddrinfo); or weft's own -EINVAL, -ENOMEM,
- * -ECANCELED, -ETIMEDOUT, with
+ * -EAGAIN (no pool thread, see weft_blocking), -ECANCELED, -ETIMEDOUT, with
  * *eai = 0; or the resolver's failure as the nearest errno, with the exact
  * code getaddrinfo returned in *eai (for gai_strerror):
  *     EAI_AGAIN -EAGAIN          EAI_MEMORY -ENOMEM       EAI_BADFLAGS -EINVAL
