@@ -11,6 +11,17 @@
  *   - bad arguments give -EINVAL, never a crash;
  *   - synchronisation objects live in caller-owned storage and have static
  *     initialisers, like pthreads.
+ *
+ * Not allowed:
+ *   - calling any weft function from a signal handler. None is
+ *     async-signal-safe: they take locks and read the calling thread's
+ *     current fiber, so a handler that interrupted the runtime deadlocks on
+ *     a lock its own thread holds, or aborts on a broken invariant (such as
+ *     "g != self" in the scheduler). Take signals in a fiber instead: block
+ *     them before weft_run (the workers inherit the mask) and read a
+ *     signalfd with weft_read, as examples/http_hello.c does; or let the
+ *     handler write a byte to a pipe that a fiber reads. For a dump on a
+ *     signal, WEFT_DUMP_SIGNAL does it safely (see weft_dump).
  */
 #ifndef WEFT_H
 #define WEFT_H
@@ -87,13 +98,15 @@ enum {
 };
 
 /* pthread_create's shape. f may be NULL only with WEFT_DETACHED.
- * -EPERM outside a running runtime, -EINVAL on a bad attr, -ENOMEM. */
+ * -EPERM outside a running runtime, -EINVAL on a bad attr, -ENOMEM.
+ * From any thread, never from a signal handler (see the top). */
 WEFT_API int  weft_spawn(weft_fiber **f, const weft_attr *attr, void *(*fn)(void *), void *arg);
 /* -EDEADLK on self, -EINVAL if detached or already joined, -ECANCELED if the
  * caller was cancelled (f stays joinable), -ETIMEDOUT past the deadline. */
 WEFT_API int  weft_join(weft_fiber *f, void **ret);
 WEFT_API int  weft_detach(weft_fiber *f);
-/* Its current or next blocking call returns -ECANCELED (sticky). */
+/* Its current or next blocking call returns -ECANCELED (sticky). From any
+ * thread, never from a signal handler (see the top). */
 WEFT_API int  weft_cancel(weft_fiber *f);
 WEFT_API int  weft_cancelled(void);       /* 1 if the calling fiber was cancelled */
 WEFT_API void weft_yield(void);
@@ -105,8 +118,17 @@ WEFT_API int         weft_worker_id(void);             /* worker running the cal
 WEFT_API uint64_t weft_now(void);                 /* monotonic ns */
 WEFT_API int      weft_sleep(uint64_t ns);        /* 0, -ECANCELED, -ETIMEDOUT (deadline) */
 /* Set this fiber's absolute deadline in weft_now() ns (-1: none); returns the
- * old one. Every blocking call past it returns -ETIMEDOUT. */
+ * old one. Every blocking call past it returns -ETIMEDOUT. Any negative
+ * abs_ns means none. Outside a fiber it returns -EPERM, which is -1 and so
+ * reads as "none": code that must tell the two apart uses weft_deadline_set. */
 WEFT_API int64_t  weft_deadline(int64_t abs_ns);
+/* weft_deadline with an error it can report: set the calling fiber's
+ * deadline to abs_ns (-1: none) and store the previous one (-1: none) in
+ * *old unless old is NULL. 0; -EINVAL for abs_ns below -1 (nothing
+ * changed); -EPERM outside a fiber. weft_deadline_get reads it without
+ * changing it. Prefer these two in new code. */
+WEFT_API int      weft_deadline_set(int64_t abs_ns, int64_t *old);
+WEFT_API int      weft_deadline_get(int64_t *abs_ns);   /* 0; -EINVAL for NULL; -EPERM */
 
 /* Fiber-local storage, pthread_key_* semantics: destructors run when the
  * fiber returns, for non-NULL values, up to 4 rounds. */
@@ -151,13 +173,21 @@ WEFT_API int weft_cond_destroy(weft_cond *c);
 WEFT_API int weft_sem_init(weft_sem *s, unsigned value);
 WEFT_API int weft_sem_wait(weft_sem *s);
 WEFT_API int weft_sem_trywait(weft_sem *s);        /* -EAGAIN */
+/* Works from any thread (a plain thread may post to wake a fiber), but not
+ * from a signal handler (see the top of this header). */
 WEFT_API int weft_sem_post(weft_sem *s);           /* -EOVERFLOW past UINT_MAX */
+/* -EBUSY while fibers wait on it (nothing changes); 0 otherwise. Like the
+ * other destroys it frees nothing: the storage is the caller's. */
+WEFT_API int weft_sem_destroy(weft_sem *s);
 
 WEFT_API int weft_wg_init(weft_wg *w);
 /* Reusable once the count is back at zero, like Go's sync.WaitGroup. */
 WEFT_API int weft_wg_add(weft_wg *w, int delta);   /* -EINVAL if the count would go negative */
 WEFT_API int weft_wg_done(weft_wg *w);
 WEFT_API int weft_wg_wait(weft_wg *w);
+/* -EBUSY while fibers wait on it (nothing changes); 0 otherwise, whatever
+ * the count. */
+WEFT_API int weft_wg_destroy(weft_wg *w);
 
 /* --------------------------------------------------------------- channels */
 
@@ -165,12 +195,18 @@ typedef struct weft_chan weft_chan;
 enum { WEFT_SEND = 1, WEFT_RECV = 2 };
 
 /* capacity 0: unbuffered (rendezvous). NULL on bad args (elem_size 0 or
- * above 64 KiB, a ring that would not fit in memory) or no memory.
+ * above 64 KiB, a ring that would not fit in memory) or no memory; to know
+ * which, use weft_chan_new.
  * A receive may pass a NULL elem to discard the value. Blocking calls from a
- * plain thread are -EPERM; the try calls and close work from any thread.
+ * plain thread are -EPERM; the try calls and close work from any thread,
+ * but not from a signal handler (see the top).
  * weft_chan_free with fibers still waiting on the channel is a caller bug:
  * it aborts with a message. */
 WEFT_API weft_chan *weft_chan_make(size_t elem_size, size_t capacity);
+/* weft_chan_make that says why it failed: 0 and the channel in *c, or
+ * -EINVAL (c NULL, or what weft_chan_make calls bad args) or -ENOMEM, with
+ * *c set to NULL. Prefer it in new code. */
+WEFT_API int  weft_chan_new(weft_chan **c, size_t elem_size, size_t capacity);
 WEFT_API int  weft_chan_send(weft_chan *c, const void *elem);   /* -EPIPE if closed */
 WEFT_API int  weft_chan_recv(weft_chan *c, void *elem);         /* -EPIPE when closed and drained */
 WEFT_API int  weft_chan_trysend(weft_chan *c, const void *elem);/* -EAGAIN when it would block */
@@ -191,8 +227,11 @@ typedef struct weft_case {
  * A closed channel makes its cases fire (like Go's receive from a closed
  * channel; a send on one is an error Go would panic on). Cases with a NULL
  * chan are ignored; with none left (n == 0 included) it waits for a cancel
- * or the deadline, like Go's empty select. -EINVAL on a bad op or a send
- * with a NULL elem, -EPERM outside a fiber, -ENOMEM, -ECANCELED, -ETIMEDOUT. */
+ * or the deadline, like Go's empty select. At most WEFT_SELECT_MAX (65,536)
+ * cases, NULL ones included. -EINVAL on a bad op, a send with a NULL elem,
+ * or n above WEFT_SELECT_MAX (nothing is sent or received then); -EPERM
+ * outside a fiber, -ENOMEM, -ECANCELED, -ETIMEDOUT. */
+#define WEFT_SELECT_MAX 65536
 WEFT_API int weft_select(weft_case *cases, size_t n);
 /* Like weft_select but returns -EAGAIN instead of blocking; works from any thread. */
 WEFT_API int weft_tryselect(weft_case *cases, size_t n);
@@ -227,12 +266,36 @@ WEFT_API int  weft_close(int fd);
  * (env WEFT_POOL_MAX threads, default 64; idle ones exit after
  * WEFT_POOL_IDLE_MS, default 10000). Cancelled or past the deadline while
  * fn runs, the call returns at once and fn's result is dropped; fn keeps
- * running, so arg must outlive it. From a plain thread fn runs in place. */
+ * running, so arg must outlive it. From a plain thread fn runs in place.
+ * When no pool thread is running and none can be started (a pid or thread
+ * limit, RLIMIT_NPROC, RLIMIT_AS): the thread start's error, -EAGAIN as
+ * pthread_create reports it (or -ENOMEM), at once, and fn does not run;
+ * the call works again once a thread can start. With some pool threads
+ * running, the call waits its turn instead. The same holds for
+ * weft_getaddrinfo, weft_resolve, and weft_read/weft_write on a regular
+ * file where the backend sends those to the pool (epoll; Windows' CRT
+ * descriptors). */
 WEFT_API int  weft_blocking(void *(*fn)(void *), void *arg, void **ret);
 /* getaddrinfo on the pool. Returns 0 or a negative EAI_* code (EAI_* values
- * are negative in glibc already; EAI_SYSTEM is mapped to -errno). */
+ * are negative in glibc already; EAI_SYSTEM is mapped to -errno), or
+ * weft's own -errno (-EINVAL, -ENOMEM, -EAGAIN, -ECANCELED, -ETIMEDOUT).
+ * The two can collide: glibc's EAI_AGAIN is -3, which is also -ESRCH, and
+ * EAI_OVERFLOW is -12, also -ENOMEM. Kept for existing code; new code
+ * uses weft_resolve. */
 WEFT_API int  weft_getaddrinfo(const char *node, const char *service,
                                const struct addrinfo *hints, struct addrinfo **res);
+/* getaddrinfo on the pool, every failure a negative errno: 0 and the list
+ * in *res (free it with freeaddrinfo); or weft's own -EINVAL, -ENOMEM,
+ * -EAGAIN (no pool thread, see weft_blocking), -ECANCELED, -ETIMEDOUT, with
+ * *eai = 0; or the resolver's failure as the nearest errno, with the exact
+ * code getaddrinfo returned in *eai (for gai_strerror):
+ *     EAI_AGAIN -EAGAIN          EAI_MEMORY -ENOMEM       EAI_BADFLAGS -EINVAL
+ *     EAI_FAMILY -EAFNOSUPPORT   EAI_SOCKTYPE -EPROTOTYPE EAI_OVERFLOW -EOVERFLOW
+ *     EAI_NONAME, EAI_NODATA, EAI_ADDRFAMILY, EAI_SERVICE -ENOENT
+ *     EAI_SYSTEM the resolver's -errno    any other code (EAI_FAIL...) -EIO
+ * eai may be NULL. */
+WEFT_API int  weft_resolve(const char *node, const char *service,
+                           const struct addrinfo *hints, struct addrinfo **res, int *eai);
 
 /* Name of the I/O backend the running runtime chose ("epoll", "uring", "iocp"). */
 WEFT_API const char *weft_io_backend(void);
@@ -255,7 +318,10 @@ WEFT_API int weft_backtrace_print(int fd, void *const *pcs, int n);
  * runnable, or parked on what and since when), stack size and high-water
  * mark, and the backtrace of each one not running. Also on a signal:
  * env WEFT_DUMP_SIGNAL (number or name, default SIGQUIT, "0" none) makes
- * the runtime dump to stderr and carry on. -EPERM outside a runtime. */
+ * the runtime dump to stderr and carry on (the handler only notes the
+ * signal; a thread of the runtime writes the dump): use that rather than
+ * calling weft_dump from a handler of your own, which is not allowed (see
+ * the top). -EPERM outside a runtime. */
 WEFT_API int weft_dump(int fd);
 
 /* Counters since weft_run began. Per-worker entries for the first

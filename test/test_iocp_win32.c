@@ -5,6 +5,7 @@
 #include "test.h"
 
 #include <errno.h>
+#include <process.h>
 #include <stdint.h>
 
 #define MS 1000000ull
@@ -563,4 +564,89 @@ TEST(iocp_echo_example_serves_a_client)
     WaitForSingleObject(pi.hProcess, INFINITE);
     CloseHandle(pi.hProcess);
     CloseHandle(pi.hThread);
+}
+
+/* ------------------------------------------ errors and wide results */
+
+/* An accept on a socket that is neither bound nor listening fails as
+ * Winsock's accept does; the address family of the new socket is never
+ * taken from an error code. */
+static void *main_accept_unbound(void *arg)
+{
+    weft_socket s = tcp_socket();
+    ASSERT_EQ((intptr_t)weft_accept(s, NULL, NULL), -EINVAL);
+    weft_close((int)s);
+    return arg;
+}
+
+TEST(iocp_accept_on_unbound_socket)
+{
+    winsock_up();
+    weft_socket s = tcp_socket();
+    ASSERT_EQ((intptr_t)weft_accept(s, NULL, NULL), -EINVAL);   /* the plain thread's answer */
+    closesocket(s);
+    test_run(main_accept_unbound, NULL);
+}
+
+/* One send of more than 2 GiB: the count a completion reports is a
+ * 32-bit DWORD, and weft's result must hold it whole (a 32-bit long made
+ * it negative). A plain thread drains the receiving side. */
+#define BIG ((size_t)0x80000000u + 3 * 1024 * 1024)
+
+struct drain { weft_socket s; unsigned long long got; };
+
+static unsigned __stdcall drain_main(void *arg)
+{
+    struct drain *d = arg;
+    size_t cap = 4 << 20;
+    char *buf = malloc(cap);
+    for (;;) {
+        int n = recv(d->s, buf, (int)cap, 0);
+        if (n < 0 && WSAGetLastError() == WSAEWOULDBLOCK) {
+            WSAPOLLFD p = { .fd = d->s, .events = POLLIN };
+            WSAPoll(&p, 1, 100);
+            continue;
+        }
+        if (n <= 0)
+            break;
+        d->got += (unsigned)n;
+    }
+    free(buf);
+    return 0;
+}
+
+static void *main_big_send(void *arg)
+{
+    weft_socket c, l, a = pair(&c, &l);
+    /* committed on first touch: the send reads zero pages */
+    char *big = VirtualAlloc(NULL, BIG, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    ASSERT(big != NULL);
+    struct drain d = { a, 0 };
+    HANDLE t = (HANDLE)_beginthreadex(NULL, 0, drain_main, &d, 0, NULL);
+    ASSERT(t != NULL);
+    size_t sent = 0;
+    ssize_t first = 0;
+    while (sent < BIG) {
+        ssize_t n = weft_send(c, big + sent, BIG - sent, 0);
+        ASSERT_GT(n, 0);
+        if (!first)
+            first = n;
+        sent += (size_t)n;
+    }
+    ASSERT_EQ(sent, BIG);
+    shutdown(c, SD_SEND);
+    WaitForSingleObject(t, INFINITE);
+    CloseHandle(t);
+    ASSERT_EQ(d.got, BIG);
+    printf("first send moved %lld bytes\n", (long long)first);
+    VirtualFree(big, 0, MEM_RELEASE);
+    weft_close((int)a);
+    weft_close((int)c);
+    weft_close((int)l);
+    return arg;
+}
+
+TEST_TIMEOUT(iocp_send_over_2gib, 120)
+{
+    test_run(main_big_send, NULL);
 }

@@ -82,11 +82,11 @@ static bool is_socket(int fd)
 
 /* ----------------------------------------------------------- plain threads */
 
-static long plain(weft__io_op *op)
+static ssize_t plain(weft__io_op *op)
 {
     SOCKET s = sock_of(op->fd);
     int len = op->len > INT_MAX ? INT_MAX : (int)op->len;
-    long r;
+    ssize_t r;
     switch (op->kind) {
     case WEFT_IO_READ:
     case WEFT_IO_RECV:
@@ -104,7 +104,7 @@ static long plain(weft__io_op *op)
         break;
     case WEFT_IO_ACCEPT: {
         SOCKET a = accept(s, op->addr, op->addrlen);
-        r = a == INVALID_SOCKET ? -1 : (long)a;
+        r = a == INVALID_SOCKET ? -1 : (ssize_t)a;
         break;
     }
     case WEFT_IO_CONNECT:
@@ -150,7 +150,7 @@ static struct weft__fd *fd_ready(int fd, int *err)
     return rec;
 }
 
-long weft__io_run(weft__io_op *op)
+ssize_t weft__io_run(weft__io_op *op)
 {
     if (op->fd < 0)
         return -EBADF;
@@ -180,14 +180,14 @@ static void *crt_job(void *arg)
 }
 
 /* weft_read/weft_write on a CRT descriptor: the blocking pool for a fiber. */
-static long crt(int fd, void *buf, size_t n, bool wr)
+static ssize_t crt(int fd, void *buf, size_t n, bool wr)
 {
     struct crt_rw j = { fd, buf, n > INT_MAX ? INT_MAX : (unsigned)n, wr };
     if (!weft__cur_fiber() || !weft__io)
-        return (long)(intptr_t)crt_job(&j);
+        return (ssize_t)(intptr_t)crt_job(&j);
     void *ret;
     int err = weft__pool_run(crt_job, &j, &ret, false, NULL);
-    return err < 0 ? err : (long)(intptr_t)ret;
+    return err < 0 ? err : (ssize_t)(intptr_t)ret;
 }
 
 ssize_t weft_read(int fd, void *buf, size_t n)
@@ -230,7 +230,7 @@ weft_socket weft_accept(weft_socket s, struct sockaddr *addr, socklen_t *addrlen
         return (weft_socket)(intptr_t)-EINVAL;
     weft__io_op op = { .kind = WEFT_IO_ACCEPT, .fd = weft__socket_fd(s), .addr = addr, .addrlen = addr ? addrlen : NULL };
     for (;;) {
-        long r = weft__io_run(&op);
+        ssize_t r = weft__io_run(&op);
         if (r >= 0) {
             weft__fd_fresh((int)r, false);   /* stream: read by the Linux backends only */
             return (weft_socket)r;

@@ -127,7 +127,7 @@ void weft__io_wait_done(weft__io_op *op, weft_fiber *self)
     weft__lock_release(&rec->lock);
 }
 
-weft_fiber *weft__io_complete(weft__io_op *op, long res)
+weft_fiber *weft__io_complete(weft__io_op *op, ssize_t res)
 {
     /* Acquire: pairs with the release in the backend's io(). The record was
      * written before the submission and reaches us through the kernel,

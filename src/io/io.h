@@ -149,7 +149,7 @@ typedef struct weft__io_op {
     bool linked;                    /* on rec->ops */
     bool done;                      /* completion seen (io_uring), under rec->lock */
     bool closed;                    /* ended by weft_close: the result is -EBADF */
-    long res;                       /* the completion's result */
+    ssize_t res;                    /* the completion's result */
 } weft__io_op;
 
 /* poll(2) bits an operation waits for: POLLIN for reads, POLLOUT for writes. */
@@ -189,7 +189,7 @@ struct weft__fd *weft__fd_peek(int fd);
 /* Completion backends (io_uring, IOCP), their poller: op completed with
  * res; record it (op->done) and claim op's fiber, under rec->lock. Returns
  * the fiber to ready, or NULL if a cancel or deadline claimed it first. */
-weft_fiber *weft__io_complete(weft__io_op *op, long res);
+weft_fiber *weft__io_complete(weft__io_op *op, ssize_t res);
 
 /* Completion backends (io_uring, IOCP): the fiber was woken before op
  * completed (cancel, deadline) and has asked the kernel to cancel it; wait,
@@ -203,7 +203,7 @@ void weft__fd_unlink(struct weft__fd *rec, weft__io_op *op);
 
 /* One non-blocking attempt at op: its result, or -EAGAIN. Retries EINTR.
  * Writes never raise SIGPIPE (see io.c). */
-long weft__io_try(weft__io_op *op);
+ssize_t weft__io_try(weft__io_op *op);
 
 /* How many bytes op reads, if it is a read whose short answer empties its
  * fd: a plain read, readv or unflagged recv on a stream socket (a datagram,
@@ -223,7 +223,7 @@ struct weft__io_backend {
     void (*fini)(void);
     int  (*poll)(weft__worker *w, int64_t timeout_ns);
     void (*wake)(void);
-    long (*io)(weft__io_op *op);
+    ssize_t (*io)(weft__io_op *op);
     void (*close)(struct weft__fd *rec, int fd);
     bool files;
 };
@@ -237,7 +237,7 @@ extern const struct weft__io_backend weft__io_iocp;
  * fd (-1 if it cannot be one). calls.c: reset the record of a socket that
  * accept just returned (whatever the number meant before is stale); stream
  * is the listener's. */
-long weft__io_run(weft__io_op *op);
+ssize_t weft__io_run(weft__io_op *op);
 int  weft__socket_fd(weft_socket s);
 void weft__fd_fresh(int fd, bool stream);
 

@@ -40,7 +40,9 @@
  *   The packet says only how many bytes moved; the fiber asks
  *   WSAGetOverlappedResult for the status, on its own thread, which also
  *   translates the NTSTATUS into a Winsock error (weft__wsa_errno makes it
- *   a negative errno).
+ *   a negative errno). One overlapped transfer may move up to 4 GiB - 1
+ *   (a WSABUF's length is a ULONG), so results travel as ssize_t, never
+ *   as long, which is 32 bits on Windows.
  *
  * WAKE-UP
  *   PostQueuedCompletionStatus with WAKE_KEY and no OVERLAPPED.
@@ -112,7 +114,7 @@ static int iocp_poll(weft__worker *w, int64_t timeout_ns)
             continue;
         }
         weft__io_op *op = CONTAINING_RECORD(e[i].lpOverlapped, weft__io_op, ov);
-        weft_fiber *f = weft__io_complete(op, (long)e[i].dwNumberOfBytesTransferred);
+        weft_fiber *f = weft__io_complete(op, (ssize_t)e[i].dwNumberOfBytesTransferred);
         if (f) {
             f->next = woke;
             woke = f;
@@ -144,7 +146,7 @@ static int socket_family(SOCKET s)
     SOCKADDR_STORAGE ss;
     int len = sizeof ss;
     if (getsockname(s, (struct sockaddr *)&ss, &len) != 0)
-        return -weft__wsa_errno(WSAGetLastError());
+        return weft__wsa_errno(WSAGetLastError());   /* already negative */
     return ss.ss_family;
 }
 
@@ -250,13 +252,13 @@ static int start(weft__io_op *op)
 }
 
 /* The packet arrived: what the operation came to. On the fiber. */
-static long finish(weft__io_op *op)
+static ssize_t finish(weft__io_op *op)
 {
     SOCKET s = (SOCKET)(uintptr_t)(unsigned)op->fd;
     DWORD bytes = 0, flags = 0;
-    long res;
+    ssize_t res;
     if (WSAGetOverlappedResult(s, &op->ov, &bytes, FALSE, &flags))
-        res = (long)bytes;
+        res = (ssize_t)bytes;   /* up to 4 GiB - 1: wider than Windows' 32-bit long */
     else
         res = weft__wsa_errno(WSAGetLastError());
     switch (op->kind) {
@@ -284,14 +286,14 @@ static long finish(weft__io_op *op)
             memcpy(op->addr, remote, (size_t)n);
             *op->addrlen = rlen;
         }
-        return (long)a;
+        return (ssize_t)a;
     }
     default:
         return res;
     }
 }
 
-static long iocp_io(weft__io_op *op)
+static ssize_t iocp_io(weft__io_op *op)
 {
     struct weft__fd *rec = op->rec;
     weft_fiber *self = weft__cur_fiber();
@@ -339,7 +341,7 @@ static long iocp_io(weft__io_op *op)
             closesocket(op->accepted);
         return -EBADF;
     }
-    long res = finish(op);
+    ssize_t res = finish(op);
     if (res >= 0)
         return res;   /* a transfer that raced a cancel is still the result */
     if (!done && res == -ECANCELED)

@@ -6,7 +6,10 @@
  * SIZE
  *   Threads are started on demand, one per queued item when none is idle,
  *   up to WEFT_POOL_MAX (env, default 64); beyond that items wait in FIFO
- *   order. A thread idle for WEFT_POOL_IDLE_MS (env, default 10 s) exits.
+ *   order. When no thread serves the pool and none can be started (a pid
+ *   limit, RLIMIT_NPROC, RLIMIT_AS), an item would wait for nobody: the
+ *   call returns the start's error (-EAGAIN, as pthread_create reports)
+ *   without queueing it. A failed start while threads run is no error. A thread idle for WEFT_POOL_IDLE_MS (env, default 10 s) exits.
  *   An exiting thread cannot join itself, so it leaves its handle on a
  *   list that the next grower, or weft__pool_stop, joins. weft__pool_stop
  *   (from weft__io_stop, when every fiber is done) wakes and joins every
@@ -210,27 +213,33 @@ static void pool_unlink(weft_fiber *f)
     weft__lock_release(&pool.lock);
 }
 
-/* Wake an idle thread or start one. Under pool.lock; the item is queued. */
-static void pool_kick(void)
+/* Make sure a thread will take the item about to be queued: wake an idle
+ * one or start one. Under pool.lock, before the item is queued (a woken or
+ * new thread needs the lock to look at the queue, so it finds the item).
+ * 0, or -errno when no thread serves the pool and none can be started (a
+ * pid or thread limit, RLIMIT_AS, no memory): queued then, the item would
+ * wait forever, so the caller returns the error instead. With threads
+ * running, a failed start is no error: the item waits its turn. */
+static int pool_kick(void)
 {
     if (pool.nidle > 0) {
         atomic_fetch_add(&pool.seq, 1);
         weft__futex_wake((uint32_t *)&pool.seq, 1);
-        return;
+        return 0;
     }
     if (pool.nthreads >= pool.max)
-        return;   /* it waits its turn */
+        return 0;   /* it waits its turn */
     struct pthr *t = malloc(sizeof *t);
-    if (!t)
-        return;
-    if (weft__thread_start(&t->t, pool_main, t, "weft/pool") < 0) {
+    int err = t ? weft__thread_start(&t->t, pool_main, t, "weft/pool") : -ENOMEM;
+    if (err < 0) {
         free(t);
-        return;   /* a running thread will get to it */
+        return pool.nthreads > 0 ? 0 : err;   /* a running thread will get to it */
     }
     t->next = pool.live;
     pool.live = t;
     pool.nthreads++;
     atomic_store(&weft__pool_threads, pool.nthreads);   /* weft_stats */
+    return 0;
 }
 
 int weft__pool_run(void *(*fn)(void *), void *arg, void **ret, bool intr,
@@ -270,13 +279,20 @@ int weft__pool_run(void *(*fn)(void *), void *arg, void **ret, bool intr,
         pool.max = env_num("WEFT_POOL_MAX", 64, 4096);
         pool.idle_ns = (uint64_t)env_num("WEFT_POOL_IDLE_MS", 10000, 86400000) * 1000000u;
     }
+    err = pool_kick();
+    if (err < 0) {
+        weft__lock_release(&pool.lock);
+        free(it);
+        if (drop)
+            drop(NULL, arg);
+        return err;
+    }
     if (pool.tail)
         pool.tail->next = it;
     else
         pool.head = it;
     pool.tail = it;
     weft__wait_prepare(self, WEFT_W_POOL, it, pool_unlink);
-    pool_kick();
     weft__lock_release(&pool.lock);
 
     int r = weft__wait_park(self, -1);

@@ -418,3 +418,23 @@ static int do_select(weft_case *cases, size_t n, bool block)
 
 int weft_select(weft_case *cases, size_t n) { return do_select(cases, n, true); }
 int weft_tryselect(weft_case *cases, size_t n) { return do_select(cases, n, false); }
+
+/* weft.h states the limit of a select. */
+_Static_assert(SELECT_MAX == WEFT_SELECT_MAX, "WEFT_SELECT_MAX in weft.h is SELECT_MAX");
+
+/* weft_chan_make answers NULL for bad arguments and for no memory alike.
+ * Its bad-argument checks return before anything else is called, and its
+ * one call that can fail is malloc, which sets errno to ENOMEM (POSIX and
+ * the Windows CRT both say so): an errno cleared beforehand tells the two
+ * NULLs apart without a second copy of the checks. */
+int weft_chan_new(weft_chan **c, size_t elem_size, size_t capacity)
+{
+    if (!c)
+        return -EINVAL;
+    int saved = errno;
+    errno = 0;
+    *c = weft_chan_make(elem_size, capacity);
+    int err = *c ? 0 : errno == ENOMEM ? -ENOMEM : -EINVAL;
+    errno = saved;
+    return err;
+}

@@ -532,3 +532,29 @@ int64_t weft_deadline(int64_t abs_ns)
     self->deadline = abs_ns < 0 ? -1 : abs_ns;
     return old;
 }
+
+/* weft_deadline returns -EPERM, which is -1, "none": these two keep the
+ * error apart from the value. */
+int weft_deadline_set(int64_t abs_ns, int64_t *old)
+{
+    if (abs_ns < -1)
+        return -EINVAL;
+    weft_fiber *self = weft__cur_fiber();
+    if (!self)
+        return -EPERM;
+    int64_t prev = weft_deadline(abs_ns);
+    if (old)
+        *old = prev;
+    return 0;
+}
+
+int weft_deadline_get(int64_t *abs_ns)
+{
+    if (!abs_ns)
+        return -EINVAL;
+    weft_fiber *self = weft__cur_fiber();
+    if (!self)
+        return -EPERM;
+    *abs_ns = self->deadline;
+    return 0;
+}

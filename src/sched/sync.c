@@ -360,15 +360,20 @@ int weft_cond_init(weft_cond *c)
     return 0;
 }
 
+/* The destroy of a cond, a semaphore, a wait group: -EBUSY while a fiber
+ * waits on it. Every waiter is on the queue, under its lock, from before it
+ * parks until it is claimed, so a look under the lock misses none. */
+static int destroy_check(weft__wordlock *qlock, weft__waitq *q)
+{
+    weft__wlock(qlock);
+    bool busy = !weft__waitq_empty(q);
+    weft__wunlock(qlock);
+    return busy ? -EBUSY : 0;
+}
+
 int weft_cond_destroy(weft_cond *c)
 {
-    if (!c)
-        return -EINVAL;
-    struct cond *k = CND(c);
-    weft__wlock(&k->qlock);
-    bool busy = !weft__waitq_empty(&k->q);
-    weft__wunlock(&k->qlock);
-    return busy ? -EBUSY : 0;
+    return c ? destroy_check(&CND(c)->qlock, &CND(c)->q) : -EINVAL;
 }
 
 static void cond_unlink(weft_fiber *f)
@@ -567,6 +572,11 @@ int weft_sem_post(weft_sem *s)
     return r;
 }
 
+int weft_sem_destroy(weft_sem *s)
+{
+    return s ? destroy_check(&SEM(s)->qlock, &SEM(s)->q) : -EINVAL;
+}
+
 /* ------------------------------------------------------------ wait group */
 
 struct wg {
@@ -650,4 +660,9 @@ int weft_wg_wait(weft_wg *w)
     weft__wait_prepare(self, WEFT_W_WG, &rec, wg_unlink);
     weft__wunlock(&g->qlock);
     return weft__wait_park(self, -1);
+}
+
+int weft_wg_destroy(weft_wg *w)
+{
+    return w ? destroy_check(&WG(w)->qlock, &WG(w)->q) : -EINVAL;
 }
