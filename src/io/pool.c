@@ -9,7 +9,8 @@
  *   order. When no thread serves the pool and none can be started (a pid
  *   limit, RLIMIT_NPROC, RLIMIT_AS), an item would wait for nobody: the
  *   call returns the start's error (-EAGAIN, as pthread_create reports)
- *   without queueing it. A failed start while threads run is no error. A thread idle for WEFT_POOL_IDLE_MS (env, default 10 s) exits.
+ *   without queueing it. A failed start while threads run is no error.
+ *   A thread idle for WEFT_POOL_IDLE_MS (env, default 10 s) exits.
  *   An exiting thread cannot join itself, so it leaves its handle on a
  *   list that the next grower, or weft__pool_stop, joins. weft__pool_stop
  *   (from weft__io_stop, when every fiber is done) wakes and joins every
