@@ -2,7 +2,8 @@
  * The test runner: every TEST() registers itself at startup; the runner runs
  * each in its own child process, so that a crash, a hang or leaked state in
  * one test cannot take others down, and prints one line per test and the
- * total:  "N passed, N failed".
+ * total:  "N passed, N failed, N skipped". A test that calls test_skip ends
+ * with TEST_SKIP_STATUS and counts as skipped, neither passed nor failed.
  *
  *   weft-test [-l] [-j N] [NAME...]   NAME: run tests whose name contains it
  *
@@ -51,6 +52,19 @@ void test_fail(const char *file, int line, const char *fmt, ...)
     fputc('\n', stderr);
     fflush(stderr);
     _exit(1);
+}
+
+void test_skip(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("skipped: ", stdout);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+    fflush(stderr);
+    _exit(TEST_SKIP_STATUS);
 }
 
 void *test_run_cfg(const weft_config *cfg, void *(*fn)(void *), void *arg)
@@ -118,7 +132,7 @@ int main(int argc, char **argv)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     double scale = test_time_scale();
-    size_t next = 0, done = 0, passed = 0, failed = 0;
+    size_t next = 0, done = 0, passed = 0, failed = 0, skipped = 0;
     long active = 0;
     while (done < nsel) {
         while (active < jobs && next < nsel) {
@@ -134,6 +148,12 @@ int main(int argc, char **argv)
         if (o.ok) {
             printf("ok     %-40s %6llu ms\n", t->name, (unsigned long long)o.ms);
             passed++;
+        } else if (o.skipped) {
+            /* the reason: the line test_skip printed */
+            const char *why = o.output ? strstr(o.output, "skipped: ") : NULL;
+            int len = why ? (int)strcspn(why + 9, "\r\n") : 0;
+            printf("skip   %-40s %.*s\n", t->name, len, why ? why + 9 : "");
+            skipped++;
         } else {
             printf("FAIL   %-40s %s\n", t->name, o.why);
             fputs(o.output ? o.output : "", stdout);
@@ -143,6 +163,6 @@ int main(int argc, char **argv)
         active--;
         done++;
     }
-    printf("%zu passed, %zu failed\n", passed, failed);
+    printf("%zu passed, %zu failed, %zu skipped\n", passed, failed, skipped);
     return failed ? 1 : 0;
 }

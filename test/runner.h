@@ -25,6 +25,7 @@ extern size_t ntests;
 struct outcome {
     size_t idx;          /* which test */
     int ok;              /* exited with status 0 */
+    int skipped;         /* exited with TEST_SKIP_STATUS (test_skip): output holds why */
     uint64_t ms;         /* how long it ran */
     char why[160];       /* when not ok: "timed out after ...", "exit status 1", ... */
     char *output;        /* its stdout and stderr, malloc'ed, NUL-terminated */

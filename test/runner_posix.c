@@ -160,6 +160,7 @@ void runner_reap(struct outcome *o)
         o->idx = r->idx;
         o->ms = runner_now_ms() - r->start;
         o->ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+        o->skipped = WIFEXITED(st) && WEXITSTATUS(st) == TEST_SKIP_STATUS;
         if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM)
             snprintf(o->why, sizeof o->why, "timed out after %llu ms", (unsigned long long)o->ms);
         else if (WIFSIGNALED(st))

@@ -289,6 +289,7 @@ void runner_reap(struct outcome *o)
         o->idx = r->idx;
         o->ms = runner_now_ms() - r->start;
         o->ok = !timed_out && code == 0;
+        o->skipped = !timed_out && code == TEST_SKIP_STATUS;
         if (timed_out)
             snprintf(o->why, sizeof o->why, "timed out after %llu ms", (unsigned long long)o->ms);
         else if (code >= 0xC0000000u)

@@ -4,6 +4,7 @@
  *
  *   TEST(name) { ... }                       a test (registered at startup)
  *   TEST_TIMEOUT(name, seconds) { ... }      one with its own time limit
+ *   test_skip(fmt, ...)                      end the test as skipped, saying why
  *   ASSERT(cond)  ASSERT_EQ(a, b)  ASSERT_NE(a, b)  ASSERT_LT/LE/GT/GE(a, b)
  *   ASSERT_STR_EQ(a, b)  ASSERT_CONTAINS(haystack, needle)
  *   test_run(fn, arg)      weft_run(NULL, fn, arg, &ret), asserting success
@@ -43,6 +44,11 @@ typedef void (*test_fn)(void);
 void test_register(const char *name, test_fn fn, int timeout_s, const char *file);
 _Noreturn void test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(TEST_PRINTF_, 3, 4)));
+/* The test cannot run here (no io_uring, under valgrind, a cross build...):
+ * say why and end it as skipped, which the runner counts apart from passed.
+ * Only from the test's own process (not a fiber's grandchild of test_child). */
+#define TEST_SKIP_STATUS 77
+_Noreturn void test_skip(const char *fmt, ...) __attribute__((format(TEST_PRINTF_, 1, 2)));
 double test_time_scale(void);   /* WEFT_TEST_TIME_SCALE: slower environments */
 unsigned long long test_cpu_time_us(void);   /* user + system CPU time of this process */
 /* A deadline for weft_deadline, ms from now. */

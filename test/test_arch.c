@@ -358,8 +358,7 @@ TEST(arch_fp_control_per_context)
     if (RUNNING_ON_VALGRIND) {
         /* valgrind's CPU emulates round-to-nearest only and drops the x87
          * precision bits: it cannot keep what this test checks. */
-        printf("skipped under valgrind\n");
-        return;
+        test_skip("under valgrind");
     }
     struct fpctl saved = fp_get();
     fp_set(fp_main);

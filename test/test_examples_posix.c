@@ -133,8 +133,7 @@ static void say(int s, const char *line)
 TEST(example_chat_server_broadcasts)
 {
     if (under_qemu()) {
-        printf("skipped under qemu-user\n");
-        return;
+        test_skip("under qemu-user");
     }
     int port = free_port();
     pid_t pid = start_example("chat_server", port);

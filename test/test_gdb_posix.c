@@ -62,16 +62,13 @@ static void check_output(const char *out, unsigned long long id)
 TEST_TIMEOUT(gdb_info_fibers_and_fiber_bt, 120)
 {
     if (RUNNING_ON_VALGRIND) {   /* gdb cannot attach to a process valgrind runs */
-        printf("under valgrind: skipped\n");
-        return;
+        test_skip("under valgrind");
     }
 #if !defined(__x86_64__)
-    printf("tools/gdb/weft.py knows the x86-64 switch frame only: skipped\n");
-    return;
+    test_skip("tools/gdb/weft.py knows the x86-64 switch frame only");
 #endif
     if (system("command -v gdb >/dev/null 2>&1") != 0) {   /* not root: deps.sh named it */
-        printf("gdb is not installed: skipped\n");
-        return;
+        test_skip("gdb is not installed");
     }
     char script[PATH_MAX], exe[PATH_MAX];
     ASSERT(realpath("tools/gdb/weft.py", script));   /* make check runs at the top */
@@ -114,8 +111,7 @@ TEST_TIMEOUT(gdb_info_fibers_and_fiber_bt, 120)
         rmdir(dir);
         /* 23: this build cannot unwind a suspended fiber, nor can gdb */
         ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 23);
-        printf("no unwinding of suspended fibers in this build: skipped\n");
-        return;
+        test_skip("no unwinding of suspended fibers in this build");
     }
 
     /* live: attach, look, detach */

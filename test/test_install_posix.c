@@ -31,12 +31,10 @@ TEST_TIMEOUT(install_then_build_out_of_tree, 120)
     bool sanitized = false;
 #endif
     if (emulated || sanitized || RUNNING_ON_VALGRIND) {
-        printf("a cross, sanitized or valgrind build: skipped\n");
-        return;
+        test_skip("a cross, sanitized or valgrind build");
     }
     if (system("command -v cmake >/dev/null 2>&1 && command -v pkg-config >/dev/null 2>&1") != 0) {
-        printf("cmake or pkg-config is not installed: skipped\n");
-        return;
+        test_skip("cmake or pkg-config is not installed");
     }
     /* this binary is BUILD/test/weft-test: install that BUILD */
     char exe[PATH_MAX];

@@ -4,8 +4,8 @@
  *
  *   IO_TEST(name) { ... }   registers name_epoll and name_uring; the body
  *                           runs with WEFT_IO set to that backend (the
- *                           uring one says "skipped" when the ring cannot
- *                           be set up on this machine)
+ *                           uring one is skipped when the ring cannot be
+ *                           set up on this machine)
  */
 #ifndef WEFT_TEST_IO_H
 #define WEFT_TEST_IO_H
@@ -14,7 +14,9 @@
 
 #include <netinet/in.h>
 
-/* 1 if weft_run can start with this backend; sets WEFT_IO for the test. */
+/* Set WEFT_IO for the test and check weft_run starts with it; a backend
+ * this machine cannot run (io_uring disabled, under valgrind) ends the test
+ * as skipped (test_skip). Returns 1. */
 int io_use_backend(const char *name);
 
 #define IO_TEST_TIMEOUT(name, secs)                                                 \

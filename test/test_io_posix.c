@@ -819,8 +819,7 @@ static void *main_emfile(void *arg)
 {
     /* Using up every descriptor starves valgrind's own too, and it hangs. */
     if (RUNNING_ON_VALGRIND) {
-        printf("skipped under valgrind\n");
-        return arg;
+        test_skip("under valgrind");
     }
     uint16_t port;
     int l = io_listen(8, &port);
@@ -1012,8 +1011,7 @@ TEST(io_uring_forbidden_falls_back_to_epoll)
      * guest's: it cannot forbid the guest's io_uring_setup. */
     const char *q = getenv("WEFT_TEST_QEMU");
     if (q && strcmp(q, "0") != 0) {
-        printf("skipped under qemu-user\n");
-        return;
+        test_skip("under qemu-user");
     }
     forbid_io_uring();
     unsetenv("WEFT_IO");

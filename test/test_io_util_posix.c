@@ -15,16 +15,14 @@ int io_use_backend(const char *name)
 {
     if (strcmp(name, "uring") == 0 && RUNNING_ON_VALGRIND) {
         /* valgrind 3.19 loses async-cancel completions (see src/io/io.c) */
-        printf("skipped: io_uring under valgrind\n");
-        return 0;
+        test_skip("io_uring under valgrind");
     }
     setenv("WEFT_IO", name, 1);
     int r = weft_run(NULL, nothing, NULL, NULL);
     if (r < 0) {
         if (strcmp(name, "epoll") == 0)
             test_fail(__FILE__, __LINE__, "the epoll backend failed to start: %d", r);
-        printf("skipped: the %s backend is unavailable here (%s)\n", name, strerror(-r));
-        return 0;
+        test_skip("the %s backend is unavailable here (%s)", name, strerror(-r));
     }
     return 1;
 }

@@ -558,8 +558,7 @@ TEST(sched_work_spreads_to_all_workers)
     /* valgrind runs one thread at a time, on its own schedule: whether the
      * idle worker gets to steal says nothing about ours there. */
     if (RUNNING_ON_VALGRIND) {
-        printf("skipped under valgrind\n");
-        return;
+        test_skip("under valgrind");
     }
     test_run_cfg(&two_workers, main_spread, NULL);
     ASSERT(atomic_load(&used_workers[0]) && atomic_load(&used_workers[1]));

@@ -158,12 +158,10 @@ TEST(stack_freed_and_reused)
  * itself on such a fault, before any handler of ours. */
 
 
-static int skip_under_valgrind(void)
+static void skip_under_valgrind(void)
 {
-    if (!RUNNING_ON_VALGRIND)
-        return 0;
-    printf("skipped under valgrind: it takes SIGSEGV on guard pages for itself\n");
-    return 1;
+    if (RUNNING_ON_VALGRIND)
+        test_skip("under valgrind: it takes SIGSEGV on guard pages for itself");
 }
 
 /* A limit the compiler cannot see through, so that the recursion below is
@@ -216,15 +214,13 @@ static void crash_child(void *arg)
     test_run_cfg(&cfg, spawn_crasher, arg);
 }
 
-/* Run c in a child; 0 if skipped, else 1 with its output in out. */
-static int run_crash(const struct crash *c, char *out, size_t outsz)
+/* Run c in a child, its output in out. */
+static void run_crash(const struct crash *c, char *out, size_t outsz)
 {
-    if (skip_under_valgrind())
-        return 0;
+    skip_under_valgrind();
     int st = test_child(crash_child, (void *)c, out, outsz);
     if (!died_of_segv(st, out))
         test_fail(__FILE__, __LINE__, "status %d, output:\n%s", st, out);
-    return 1;
 }
 
 static const struct crash big_overflow = { "deep", deep, NULL };
@@ -233,8 +229,7 @@ static const struct crash bad_access = { "bad", bad_pointer, NULL };
 TEST(stack_overflow_big_frames_dies_with_message)
 {
     char out[4096];
-    if (!run_crash(&big_overflow, out, sizeof out))
-        return;
+    run_crash(&big_overflow, out, sizeof out);
     ASSERT_CONTAINS(out, "\"deep\" overflowed its stack of ");
     ASSERT_CONTAINS(out, "guard page hit at 0x");
 }
@@ -242,8 +237,7 @@ TEST(stack_overflow_big_frames_dies_with_message)
 TEST(stack_bad_pointer_names_the_fiber)
 {
     char out[4096];
-    if (!run_crash(&bad_access, out, sizeof out))
-        return;
+    run_crash(&bad_access, out, sizeof out);
     ASSERT_CONTAINS(out, "\"bad\" crashed: ");
     ASSERT_CONTAINS(out, " at 0x10");
     ASSERT(!strstr(out, "overflowed"));

@@ -123,8 +123,7 @@ TEST_TIMEOUT(stack_million_fibers, 600)
 {
     const char *heavy = getenv("WEFT_TEST_HEAVY");
     if (heavy && !strcmp(heavy, "0")) {
-        printf("skipped: WEFT_TEST_HEAVY=0 (valgrind and qemu are too slow for it, TSan runs out of memory)\n");
-        return;
+        test_skip("WEFT_TEST_HEAVY=0 (valgrind and qemu are too slow for it, TSan runs out of memory)");
     }
     test_run(million_main, NULL);
 }
