@@ -321,7 +321,12 @@ WEFT_API int weft_backtrace_print(int fd, void *const *pcs, int n);
  * the runtime dump to stderr and carry on (the handler only notes the
  * signal; a thread of the runtime writes the dump): use that rather than
  * calling weft_dump from a handler of your own, which is not allowed (see
- * the top). -EPERM outside a runtime. */
+ * the top). -EPERM outside a runtime.
+ * Env WEFT_DEADLOCK=1: when every fiber waits on another fiber (a join,
+ * lock, condvar, semaphore, wait group, channel or select; no timer, no
+ * I/O, no blocking-pool work), the runtime writes one line and this dump to
+ * stderr, once per weft_run. Off by default: a plain thread may still
+ * signal those objects, so the report cannot be exact (docs/debugging.md). */
 WEFT_API int weft_dump(int fd);
 
 /* Counters since weft_run began. Per-worker entries for the first
