@@ -214,7 +214,7 @@ weft_socket weft_accept(weft_socket fd, struct sockaddr *addr, socklen_t *addrle
     for (;;) {
         long r = weft__io_run(&op);
         if (r >= 0) {
-            weft__fd_fresh((int)r, op.rec->stream);   /* accept4 keeps the listener's type */
+            weft__fd_fresh((int)r, op.rec);   /* op.rec: NULL from a plain thread */
             return (int)r;
         }
         if (r == -ECONNABORTED)

@@ -235,11 +235,13 @@ extern const struct weft__io_backend weft__io_iocp;
 /* calls_posix.c, calls_win32.c: run op for the caller (a fiber parks on the
  * backend, a plain thread blocks); the public socket type as the layer's
  * fd (-1 if it cannot be one). calls.c: reset the record of a socket that
- * accept just returned (whatever the number meant before is stale); stream
- * is the listener's. */
+ * accept just returned (whatever the number meant before is stale):
+ * listener is the listening socket's record, whose kind the new socket
+ * has, or NULL (an accept from a plain thread): then the first fiber to
+ * use the fd learns what it is. */
 long weft__io_run(weft__io_op *op);
 int  weft__socket_fd(weft_socket s);
-void weft__fd_fresh(int fd, bool stream);
+void weft__fd_fresh(int fd, const struct weft__fd *listener);
 
 #ifdef _WIN32
 /* calls_win32.c: a Winsock (or Win32) error code as a negative errno. */
