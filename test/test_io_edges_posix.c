@@ -1,6 +1,8 @@
 /*
  * The edges of the fd layer, on both backends (IO_TEST): accept from a
- * plain thread.
+ * plain thread; reads that stop short with more queued (TCP's urgent mark
+ * and FIN, a unix stream's SCM_RIGHTS message), which epoll's read
+ * shortcut must not take for "empty".
  *
  * Each read that could hang runs under a deadline, so a lost wake-up is a
  * failed assertion (-ETIMEDOUT), not a hung test.
@@ -29,6 +31,18 @@ static void register_by_parking(int fd)
     weft_deadline(ms_from_now(20));
     ASSERT_EQ(weft_read(fd, &c, 1), -ETIMEDOUT);
     weft_deadline(-1);
+}
+
+/* Read until n bytes came, each read under the deadline set by the caller. */
+static void read_n(int fd, char *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = weft_read(fd, buf + got, 100);   /* more than is left: reads come back short */
+        ASSERT_GT(r, 0);
+        got += (size_t)r;
+    }
+    ASSERT_EQ(got, n);
 }
 
 /* A fiber that writes after a pause, raw (the peer is not weft's). */
@@ -116,4 +130,129 @@ IO_TEST(io_accept_from_plain_thread)
     close(lfd);
     /* a plain thread beside a running runtime */
     test_run(main_accept_plain, NULL);
+}
+
+/* ------------------------------------ short reads with more still queued */
+
+/* The reader parks once (epoll registers the fd), the peer then sends
+ * everything, and the reader waits until the poller has dispatched every
+ * edge before it reads: no edge is left to come after its first, short,
+ * read. What that read left must still be read. */
+static void settle(void) { weft_sleep(scaled_ms(50)); }
+
+static void *main_urgent(void *arg)
+{
+    int a, b;
+    io_tcp_pair(&a, &b);
+    int one = 1;
+    ASSERT_EQ(setsockopt(a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);   /* no Nagle delay */
+    register_by_parking(b);
+    ASSERT_EQ(send(a, "abc", 3, 0), 3);
+    ASSERT_EQ(send(a, "d", 1, MSG_OOB), 1);   /* the urgent mark: a read stops before it */
+    ASSERT_EQ(send(a, "efg", 3, 0), 3);
+    settle();
+    char buf[100];
+    deadline_in(1000);
+    read_n(b, buf, 6);   /* in-band: the urgent byte is not among them */
+    ASSERT(memcmp(buf, "abcefg", 6) == 0);
+    weft_deadline(-1);
+    close(a);
+    ASSERT_EQ(weft_close(b), 0);
+    return arg;
+}
+
+IO_TEST(io_tcp_read_stops_at_urgent_mark)
+{
+    test_run(main_urgent, NULL);
+}
+
+/* The urgent byte read with MSG_OOB before the poller saw EPOLLPRI (one
+ * worker, busy with this fiber: nobody polls until it sleeps), so no
+ * dispatch ever sees EPOLLPRI: weft notes the MSG_OOB receive itself. */
+static void *main_urgent_taken(void *arg)
+{
+    int a, b;
+    io_tcp_pair(&a, &b);
+    int one = 1;
+    ASSERT_EQ(setsockopt(a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
+    register_by_parking(b);
+    ASSERT_EQ(send(a, "abc", 3, 0), 3);
+    ASSERT_EQ(send(a, "d", 1, MSG_OOB), 1);
+    ASSERT_EQ(send(a, "efg", 3, 0), 3);
+    char buf[100];
+    ASSERT_EQ(weft_recv(b, buf, 1, MSG_OOB), 1);
+    ASSERT_EQ(buf[0], 'd');
+    settle();   /* the poller dispatches the edges now, without EPOLLPRI */
+    deadline_in(1000);
+    read_n(b, buf, 6);
+    ASSERT(memcmp(buf, "abcefg", 6) == 0);
+    weft_deadline(-1);
+    close(a);
+    ASSERT_EQ(weft_close(b), 0);
+    return arg;
+}
+
+IO_TEST(io_tcp_urgent_byte_taken_first)
+{
+    static const weft_config one = { .workers = 1 };
+    test_run_cfg(&one, main_urgent_taken, NULL);
+}
+
+static void *main_fin(void *arg)
+{
+    int a, b;
+    io_tcp_pair(&a, &b);
+    register_by_parking(b);
+    ASSERT_EQ(send(a, "abc", 3, 0), 3);
+    ASSERT_EQ(shutdown(a, SHUT_WR), 0);   /* a read stops at the FIN */
+    settle();
+    char buf[100];
+    deadline_in(1000);
+    read_n(b, buf, 3);
+    ASSERT_EQ(weft_read(b, buf, sizeof buf), 0);   /* the end, at once */
+    weft_deadline(-1);
+    close(a);
+    ASSERT_EQ(weft_close(b), 0);
+    return arg;
+}
+
+IO_TEST(io_tcp_read_stops_at_fin)
+{
+    test_run(main_fin, NULL);
+}
+
+static void *main_rights(void *arg)
+{
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    register_by_parking(sv[1]);
+    ASSERT_EQ(send(sv[0], "abc", 3, 0), 3);
+    int passed = eventfd(0, EFD_CLOEXEC);
+    ASSERT_GE(passed, 0);
+    union { struct cmsghdr h; char space[CMSG_SPACE(sizeof(int))]; } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = { "d", 1 };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &passed, sizeof passed);
+    ASSERT_EQ(sendmsg(sv[0], &m, 0), 1);   /* a read stops after the message with the fd */
+    ASSERT_EQ(send(sv[0], "efg", 3, 0), 3);
+    close(passed);
+    settle();
+    char buf[100];
+    deadline_in(1000);
+    read_n(sv[1], buf, 7);   /* read(2) has no room for the fd: the kernel drops it */
+    ASSERT(memcmp(buf, "abcdefg", 7) == 0);
+    weft_deadline(-1);
+    close(sv[0]);
+    ASSERT_EQ(weft_close(sv[1]), 0);
+    return arg;
+}
+
+IO_TEST(io_unix_read_stops_at_rights)
+{
+    test_run(main_rights, NULL);
 }

@@ -66,6 +66,8 @@ void weft__fd_fresh(int fd, const struct weft__fd *listener)
     rec->registered = false;
     rec->socket = true;
     rec->stream = listener && listener->stream;
+    rec->tcp = listener && listener->tcp;
+    __atomic_store_n(&rec->rdmark, false, __ATOMIC_RELAXED);
     __atomic_store_n(&rec->rdrained, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&rec->cls, listener ? WEFT_FD_POLL : WEFT_FD_UNKNOWN, __ATOMIC_RELEASE);
     weft__lock_release(&rec->lock);

@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -84,6 +85,14 @@ static long plain(weft__io_op *op)
 
 /* ---------------------------------------------------------------- fibers */
 
+/* An int socket option of fd, or -1. */
+static int sockopt(int fd, int name)
+{
+    int v = -1;
+    socklen_t len = sizeof v;
+    return getsockopt(fd, SOL_SOCKET, name, &v, &len) == 0 ? v : -1;
+}
+
 /* Learn what fd is; make a pollable one non-blocking. Under rec->lock. */
 static int classify(struct weft__fd *rec, int fd)
 {
@@ -101,10 +110,12 @@ static int classify(struct weft__fd *rec, int fd)
     if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -errno;
     rec->socket = S_ISSOCK(st.st_mode);
-    int type = 0;
-    socklen_t tlen = sizeof type;
-    rec->stream = rec->socket && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 &&
-                  type == SOCK_STREAM;
+    rec->stream = rec->socket && sockopt(fd, SO_TYPE) == SOCK_STREAM;
+    /* TCP proper: not SCTP or MPTCP, whose SO_PROTOCOL differs, nor a unix
+     * stream (see epoll.c, NO READ THAT MUST FAIL) */
+    int domain = rec->stream ? sockopt(fd, SO_DOMAIN) : -1;
+    rec->tcp = (domain == AF_INET || domain == AF_INET6) && sockopt(fd, SO_PROTOCOL) == IPPROTO_TCP;
+    __atomic_store_n(&rec->rdmark, false, __ATOMIC_RELAXED);
     __atomic_store_n(&rec->rdrained, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&rec->cls, WEFT_FD_POLL, __ATOMIC_RELEASE);
     return 0;
@@ -133,8 +144,23 @@ static void *file_job(void *arg)
     return (void *)(intptr_t)weft__io_try(arg);
 }
 
+/* A receive with MSG_OOB takes the urgent byte, and with it the EPOLLPRI
+ * that would tell epoll a short read may stop at the mark: say so in the
+ * record first (epoll.c, NO READ THAT MUST FAIL). From a plain thread too,
+ * for fibers may read the same fd. */
+static void oob_note(const weft__io_op *op)
+{
+    if ((op->kind != WEFT_IO_RECV && op->kind != WEFT_IO_RECVFROM) || !(op->flags & MSG_OOB) || !weft__io)
+        return;
+    struct weft__fd *rec = weft__fd_peek(op->fd);
+    if (rec)
+        __atomic_store_n(&rec->rdmark, true, __ATOMIC_RELAXED);
+}
+
 long weft__io_run(weft__io_op *op)
 {
+    if (WEFT_UNLIKELY(op->flags))
+        oob_note(op);
     weft_fiber *self = weft__cur_fiber();
     const struct weft__io_backend *b = weft__io;
     if (!self || !b)
@@ -277,6 +303,8 @@ int weft_close(int fd)
         __atomic_store_n(&rec->cls, WEFT_FD_UNKNOWN, __ATOMIC_RELAXED);
         rec->socket = false;
         rec->stream = false;
+        rec->tcp = false;
+        __atomic_store_n(&rec->rdmark, false, __ATOMIC_RELAXED);
         __atomic_store_n(&rec->rdrained, 0, __ATOMIC_RELAXED);
         __atomic_add_fetch(&rec->rseq, 1, __ATOMIC_RELEASE);
         __atomic_add_fetch(&rec->wseq, 1, __ATOMIC_RELEASE);

@@ -4,11 +4,12 @@
  *
  * REGISTRATION
  *   Edge-triggered, each fd registered once, for both directions
- *   (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET), the first time an operation
- *   on it gets EAGAIN: an fd that never blocks never costs an epoll_ctl,
- *   and a registered fd never costs another until weft_close removes it.
- *   EPOLL_CTL_ADD reports the fd's current state as an event, so readiness
- *   that arrived between the EAGAIN and the registration is not lost.
+ *   (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET), the first time an
+ *   operation on it gets EAGAIN: an fd that never blocks never costs an
+ *   epoll_ctl, and a registered fd never costs another until weft_close
+ *   removes it. EPOLL_CTL_ADD reports the fd's current state as an event,
+ *   so readiness that arrived between the EAGAIN and the registration is
+ *   not lost.
  *
  * NO LOST EDGES
  *   An edge is reported once. A fiber that saw EAGAIN must not park if an
@@ -24,18 +25,52 @@
  * NO READ THAT MUST FAIL
  *   A server fiber reads a request, answers, and reads again: that read
  *   nearly always finds nothing yet and returns EAGAIN, one system call of
- *   the three each request costs. On a stream socket (TCP, Unix stream) a
- *   read that returns less than asked for has emptied the receive queue,
- *   and any byte that arrives after it raises an edge of its own. So when a
- *   read comes back short, the record remembers the edge count it began
- *   with (rec->rdrained); the next read on that fd, if the count has not
- *   moved since, parks at once, under the same check of the count as a
- *   read that got EAGAIN, without asking the kernel. Data that came in
- *   after the short read has an edge on its way to the poller, which bumps
- *   the count and wakes the fiber, as for any parked read. Datagram and
- *   seqpacket sockets, pipes and ttys are left out: there a short read says
- *   nothing about what else is queued (one datagram, one record, one line).
- *   Peeking or flagged receives neither set nor use it.
+ *   the three each request costs. So when a read comes back short, the
+ *   record remembers the edge count it began with (rec->rdrained); the
+ *   next read on that fd, if the count has not moved since, parks at once,
+ *   under the same check of the count as a read that got EAGAIN, without
+ *   asking the kernel. That is right only if a short read leaves nothing
+ *   to read, or if what it left raises an edge after the count was read.
+ *   It is kept where that can be shown, TCP (rec->tcp: AF_INET/AF_INET6,
+ *   SOCK_STREAM, SO_PROTOCOL IPPROTO_TCP), and only until the poller has
+ *   seen EPOLLPRI, EPOLLRDHUP, EPOLLHUP or EPOLLERR on the fd (rec->rdmark,
+ *   sticky until the record is reset). The proof, from tcp_recvmsg and
+ *   tcp_poll (net/ipv4/tcp.c):
+ *
+ *   1. A non-blocking TCP read that returns n > 0 bytes, fewer than asked,
+ *      stopped for one of three reasons: (a) the receive queue and the
+ *      backlog were empty; (b) it reached the urgent mark (tp->urg_data set,
+ *      urg_seq == copied_seq: it never reads across the mark in one call);
+ *      (c) it reached a FIN. Its other exits (an error, a shutdown, a
+ *      signal) are taken only after (a). In (a), anything queued later
+ *      comes with a wake-up (sk_data_ready) after the read, hence an event
+ *      harvested after it and a count bumped after the count the read
+ *      began with: the shortcut's check sees the count move, or parks and
+ *      is woken by that edge, as for EAGAIN.
+ *   2. (b) needs urg_data VALID or READ. It becomes VALID in tcp_urg, which
+ *      then calls sk_data_ready; while VALID, tcp_poll reports EPOLLPRI,
+ *      which we registered. epoll polls the file anew at each harvest and
+ *      every wake-up is followed by a harvest, so some dispatch after
+ *      VALID was set sees EPOLLPRI, unless the urgent byte was read first
+ *      with MSG_OOB (VALID becomes READ): weft's receives with MSG_OOB set
+ *      rdmark themselves (calls_posix.c, oob_note), before the byte goes.
+ *      (c) needs the FIN queued, and tcp_fin then set RCV_SHUTDOWN, which
+ *      never clears and makes tcp_poll report EPOLLRDHUP, and called
+ *      sk_state_change: some dispatch after it sees EPOLLRDHUP. (A reset
+ *      raises EPOLLHUP and EPOLLERR the same way.)
+ *   3. dispatch sets rdmark before it bumps rseq (a release). If that
+ *      dispatch came before the fiber loaded the count its read began
+ *      with (an acquire), the fiber sees rdmark after the read and does
+ *      not record the short read. If it came after, the count moves past
+ *      the one recorded: the next read asks the kernel, or, if it looks
+ *      before the bump, parks under the lock and is woken by that edge.
+ *
+ *   Not kept elsewhere, for a short read there says nothing: a datagram,
+ *   a seqpacket record, a pipe's or a tty's line; a unix stream read stops
+ *   at a message carrying SCM_RIGHTS and, with SO_PASSCRED, between two
+ *   writers' data, with no edge to come; SCTP, MPTCP and TCP with a ULP
+ *   installed later (kTLS, which stops at a record of another type) are
+ *   left to try. Peeking or flagged receives neither set nor use it.
  *
  * WAKE-UP
  *   An eventfd in the same epoll set, edge-triggered: wake() writes to it
@@ -109,6 +144,8 @@ static int dispatch(struct weft__fd *rec, uint32_t events)
 {
     int mask = 0;
     weft__lock_acquire(&rec->lock);
+    if (events & (EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        __atomic_store_n(&rec->rdmark, true, __ATOMIC_RELAXED);   /* before the bump: NO READ THAT MUST FAIL, 3 */
     if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         __atomic_add_fetch(&rec->rseq, 1, __ATOMIC_RELEASE);
         mask |= POLLIN | POLLPRI | POLLRDHUP;
@@ -189,7 +226,7 @@ static long epoll_io(weft__io_op *op)
     weft_fiber *self = weft__cur_fiber();
     int events = weft__io_op_events(op);
     bool rd = events & (POLLIN | POLLPRI), wr = events & POLLOUT;
-    size_t want = weft__io_drain_len(op);
+    size_t want = rec->tcp ? weft__io_drain_len(op) : 0;
     for (;;) {
         uint32_t rs = __atomic_load_n(&rec->rseq, __ATOMIC_ACQUIRE);
         uint32_t ws = __atomic_load_n(&rec->wseq, __ATOMIC_ACQUIRE);
@@ -198,7 +235,7 @@ static long epoll_io(weft__io_op *op)
             r = -EAGAIN;   /* emptied by our last read, and no edge since */
         } else {
             r = weft__io_try(op);
-            if (want && r > 0 && (size_t)r < want)
+            if (want && r > 0 && (size_t)r < want && !__atomic_load_n(&rec->rdmark, __ATOMIC_RELAXED))
                 __atomic_store_n(&rec->rdrained, rs + 1, __ATOMIC_RELAXED);
         }
         if (r != -EAGAIN)

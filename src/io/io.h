@@ -162,7 +162,11 @@ struct weft__fd {
     uint32_t rseq, wseq;            /* bumped at each read/write readiness edge and at close */
     uint8_t cls;                    /* enum weft__fd_class */
     bool socket;                    /* writes use MSG_NOSIGNAL */
-    bool stream;                    /* a SOCK_STREAM socket: a short read empties it */
+    bool stream;                    /* a SOCK_STREAM socket: a short read nearly always empties it */
+    bool tcp;                       /* TCP over IPv4/IPv6: a short read empties it, but at the
+                                       urgent mark or the end (epoll.c, NO READ THAT MUST FAIL) */
+    bool rdmark;                    /* epoll saw EPOLLPRI, RDHUP, HUP or ERR on it, or a weft call
+                                       read its urgent byte: no more reads skipped (until reset) */
     bool registered;                /* epoll: in the interest set */
     uint32_t rdrained;              /* a short read emptied it: epoll rseq + 1, io_uring 1; else 0 */
     weft__io_op *ops;               /* parked or in flight */
@@ -205,10 +209,12 @@ void weft__fd_unlink(struct weft__fd *rec, weft__io_op *op);
  * Writes never raise SIGPIPE (see io.c). */
 long weft__io_try(weft__io_op *op);
 
-/* How many bytes op reads, if it is a read whose short answer empties its
- * fd: a plain read, readv or unflagged recv on a stream socket (a datagram,
- * a seqpacket record, a pipe's or a tty's line say nothing of what else is
- * queued). 0 for any other operation. See epoll.c, NO READ THAT MUST FAIL. */
+/* How many bytes op reads, if it is a read whose short answer nearly
+ * always empties its fd: a plain read, readv or unflagged recv on a stream
+ * socket (a datagram, a seqpacket record, a pipe's or a tty's line say
+ * nothing of what else is queued). 0 for any other operation. Exact only
+ * on TCP, and there only with the care of epoll.c, NO READ THAT MUST FAIL;
+ * io_uring uses it as a hint. */
 size_t weft__io_drain_len(const weft__io_op *op);
 
 /* Record that a write got -EPIPE on this thread: consume the SIGPIPE the
