@@ -2,7 +2,8 @@
  * The edges of the fd layer, on both backends (IO_TEST): accept from a
  * plain thread; reads that stop short with more queued (TCP's urgent mark
  * and FIN, a unix stream's SCM_RIGHTS message), which epoll's read
- * shortcut must not take for "empty".
+ * shortcut must not take for "empty"; a wait for POLLRDHUP alone whose
+ * edge lands between its attempt and its park.
  *
  * Each read that could hang runs under a deadline, so a lost wake-up is a
  * failed assertion (-ETIMEDOUT), not a hung test.
@@ -10,11 +11,14 @@
 #define _GNU_SOURCE
 #include "test_io.h"
 
+#include "io/io.h"   /* the park seam (weft__io_park_hook) and the fd record */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -255,4 +259,65 @@ static void *main_rights(void *arg)
 IO_TEST(io_unix_read_stops_at_rights)
 {
     test_run(main_rights, NULL);
+}
+
+/* ------------------------------------- POLLRDHUP alone, a late edge */
+
+/* The peer shuts down after the waiter's attempt found nothing and before
+ * its park check, and the poller (on the other worker) dispatches that
+ * edge in between: the check must see the count move, as it does for
+ * POLLIN. The seam makes the window; on io_uring it is never called and a
+ * fiber shuts down instead. */
+static int rdhup_fd = -1, rdhup_peer = -1;
+static atomic_int rdhup_done;
+
+static void rdhup_in_window(weft__io_op *op)
+{
+    if (op->fd != rdhup_fd || op->kind != WEFT_IO_POLL || atomic_exchange(&rdhup_done, 1))
+        return;
+    uint32_t rs = __atomic_load_n(&op->rec->rseq, __ATOMIC_ACQUIRE);
+    ASSERT_EQ(shutdown(rdhup_peer, SHUT_WR), 0);
+    uint64_t until = weft_now() + scaled_ms(2000);
+    while (__atomic_load_n(&op->rec->rseq, __ATOMIC_ACQUIRE) == rs && weft_now() < until)
+        usleep(100);   /* the other worker's poller dispatches the edge meanwhile */
+    ASSERT(__atomic_load_n(&op->rec->rseq, __ATOMIC_ACQUIRE) != rs);
+}
+
+static void *shut_later(void *arg)
+{
+    weft_sleep(scaled_ms(30));
+    if (!atomic_exchange(&rdhup_done, 1))
+        ASSERT_EQ(shutdown(rdhup_peer, SHUT_WR), 0);
+    return arg;
+}
+
+static void *main_rdhup(void *arg)
+{
+    for (int round = 0; round < 3; round++) {
+        int sv[2];
+        ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        register_by_parking(sv[0]);
+        rdhup_fd = sv[0];
+        rdhup_peer = sv[1];
+        atomic_store(&rdhup_done, 0);
+        weft_fiber *f;
+        ASSERT_EQ(weft_spawn(&f, NULL, shut_later, NULL), 0);
+        __atomic_store_n(&weft__io_park_hook, rdhup_in_window, __ATOMIC_RELAXED);
+        deadline_in(1000);
+        int r = weft_wait_fd(sv[0], POLLRDHUP);
+        weft_deadline(-1);
+        __atomic_store_n(&weft__io_park_hook, NULL, __ATOMIC_RELAXED);
+        ASSERT_GT(r, 0);
+        ASSERT(r & POLLRDHUP);
+        ASSERT_EQ(weft_join(f, NULL), 0);
+        ASSERT_EQ(weft_close(sv[0]), 0);
+        close(sv[1]);
+    }
+    return arg;
+}
+
+IO_TEST(io_wait_rdhup_alone_late_edge)
+{
+    static const weft_config two = { .workers = 2 };
+    test_run_cfg(&two, main_rdhup, NULL);
 }

@@ -20,7 +20,9 @@
  *   before its syscall and, under the lock, parks only if it is unchanged;
  *   otherwise it retries. Every edge wakes every operation waiting in that
  *   direction (several fibers may accept on one listening socket); those
- *   that find nothing park again.
+ *   that find nothing park again. An operation waits in the read direction
+ *   if it waits for any of POLLIN, POLLPRI or POLLRDHUP (a weft_wait_fd for
+ *   POLLRDHUP alone included): dispatch counts all three as read edges.
  *
  * NO READ THAT MUST FAIL
  *   A server fiber reads a request, answers, and reads again: that read
@@ -88,6 +90,8 @@
 
 #define WAKE_TAG UINT64_MAX
 #define MAX_EVENTS 256
+
+void (*weft__io_park_hook)(weft__io_op *op);
 
 static int epfd = -1;
 static int evfd = -1;
@@ -225,7 +229,7 @@ static long epoll_io(weft__io_op *op)
     struct weft__fd *rec = op->rec;
     weft_fiber *self = weft__cur_fiber();
     int events = weft__io_op_events(op);
-    bool rd = events & (POLLIN | POLLPRI), wr = events & POLLOUT;
+    bool rd = events & (POLLIN | POLLPRI | POLLRDHUP), wr = events & POLLOUT;
     size_t want = rec->tcp ? weft__io_drain_len(op) : 0;
     for (;;) {
         uint32_t rs = __atomic_load_n(&rec->rseq, __ATOMIC_ACQUIRE);
@@ -240,6 +244,9 @@ static long epoll_io(weft__io_op *op)
         }
         if (r != -EAGAIN)
             return r;
+        void (*hook)(weft__io_op *) = __atomic_load_n(&weft__io_park_hook, __ATOMIC_RELAXED);
+        if (WEFT_UNLIKELY(hook != NULL))
+            hook(op);
         weft__lock_acquire(&rec->lock);
         if (!rec->registered) {
             struct epoll_event ev = {

@@ -221,6 +221,11 @@ size_t weft__io_drain_len(const weft__io_op *op);
  * kernel queued for it (SIGPIPE is blocked on workers, see io.c). */
 void weft__io_sigpipe_drain(void);
 
+/* Test seam (test/test_io_edges_posix.c): when set, epoll's io() calls it
+ * after an attempt that got EAGAIN, before its park check, so that a test
+ * can land an edge in that window on purpose. NULL but in tests. */
+extern void (*weft__io_park_hook)(weft__io_op *op);
+
 /* ------------------------------------------------------------- backends */
 
 struct weft__io_backend {
