@@ -2,8 +2,9 @@
  * The edges of the fd layer, on both backends (IO_TEST): accept from a
  * plain thread; reads that stop short with more queued (TCP's urgent mark
  * and FIN, a unix stream's SCM_RIGHTS message), which epoll's read
- * shortcut must not take for "empty"; a wait for POLLRDHUP alone whose
- * edge lands between its attempt and its park.
+ * shortcut must not take for "empty"; a new file behind a number closed
+ * with close(2) or dup2'ed over; a wait for POLLRDHUP alone whose edge
+ * lands between its attempt and its park.
  *
  * Each read that could hang runs under a deadline, so a lost wake-up is a
  * failed assertion (-ETIMEDOUT), not a hung test.
@@ -259,6 +260,190 @@ static void *main_rights(void *arg)
 IO_TEST(io_unix_read_stops_at_rights)
 {
     test_run(main_rights, NULL);
+}
+
+/* ------------------------------------ a new file behind an old number */
+
+/* socket -> weft_connect -> close(2) -> socket (the same number) ->
+ * weft_connect: the old socket's record said registered, drained and
+ * non-blocking. */
+static void *main_reuse_connect(void *arg)
+{
+    uint16_t port;
+    int lfd = io_listen(4, &port);
+    struct sockaddr_in to = io_addr(port);
+    char buf[100];
+
+    int s1 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(weft_connect(s1, (struct sockaddr *)&to, sizeof to), 0);
+    int p1 = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    ASSERT_GE(p1, 0);
+    ASSERT_EQ(write(p1, "x", 1), 1);
+    deadline_in(1000);
+    ASSERT_EQ(weft_read(s1, buf, sizeof buf), 1);   /* short: the next read may skip the kernel */
+    weft_deadline(-1);
+    register_by_parking(s1);
+    close(s1);                                       /* behind weft's back */
+    close(p1);
+
+    int s2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);   /* blocking, like any new socket */
+    ASSERT_EQ(s2, s1);
+    ASSERT_EQ(weft_connect(s2, (struct sockaddr *)&to, sizeof to), 0);
+    ASSERT(fcntl(s2, F_GETFL) & O_NONBLOCK);
+    int p2 = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    ASSERT_GE(p2, 0);
+    struct later l = { p2, "hello", 30 };
+    weft_fiber *w;
+    ASSERT_EQ(weft_spawn(&w, NULL, write_later, &l), 0);
+    deadline_in(2000);
+    ASSERT_EQ(weft_read(s2, buf, sizeof buf), 5);
+    ASSERT(memcmp(buf, "hello", 5) == 0);
+    ASSERT_EQ(weft_write(s2, "back", 4), 4);
+    weft_deadline(-1);
+    ASSERT_EQ(read(p2, buf, sizeof buf), 4);
+    ASSERT_EQ(weft_join(w, NULL), 0);
+    ASSERT_EQ(weft_close(s2), 0);
+    close(p2);
+    ASSERT_EQ(weft_close(lfd), 0);
+    return arg;
+}
+
+IO_TEST(io_close2_then_socket_same_number)
+{
+    test_run(main_reuse_connect, NULL);
+}
+
+/* A pipe closed with close(2), a new pipe on the same numbers, no connect
+ * to notice it: the park finds that the registration was the old file's. */
+static void *main_reuse_pipe(void *arg)
+{
+    int p[2], q[2];
+    char buf[16];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    register_by_parking(p[0]);
+    close(p[0]);
+    close(p[1]);
+    ASSERT_EQ(pipe2(q, O_CLOEXEC | O_NONBLOCK), 0);
+    ASSERT_EQ(q[0], p[0]);
+    struct later l = { q[1], "pipe", 30 };
+    weft_fiber *w;
+    ASSERT_EQ(weft_spawn(&w, NULL, write_later, &l), 0);
+    deadline_in(2000);
+    ASSERT_EQ(weft_read(q[0], buf, sizeof buf), 4);
+    weft_deadline(-1);
+    ASSERT_EQ(weft_join(w, NULL), 0);
+    ASSERT_EQ(weft_close(q[0]), 0);
+    close(q[1]);
+    return arg;
+}
+
+IO_TEST(io_close2_then_pipe_same_number)
+{
+    test_run(main_reuse_pipe, NULL);
+}
+
+/* A blocking socket behind the record of a non-blocking one, on one
+ * worker: the fiber's first read must not block the worker, or the writer
+ * fiber never runs. If it does, a plain thread writes something else after
+ * a while, so the test fails instead of hanging. */
+struct rescue { int fd, done; };
+
+static void *rescue_thread(void *arg)
+{
+    struct rescue *r = arg;
+    struct pollfd p = { .fd = r->done, .events = POLLIN };
+    if (poll(&p, 1, (int)(3000 * test_time_scale())) == 0)
+        ASSERT_EQ(write(r->fd, "t", 1), 1);
+    return NULL;
+}
+
+static void *main_reuse_blocking(void *arg)
+{
+    int sv[2], nv[2];
+    char buf[16];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    register_by_parking(sv[0]);
+    close(sv[0]);
+    close(sv[1]);
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, nv), 0);   /* blocking */
+    ASSERT_EQ(nv[0], sv[0]);
+    struct rescue rs = { nv[1], eventfd(0, EFD_CLOEXEC) };
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, rescue_thread, &rs), 0);
+    struct later l = { nv[1], "w", 30 };
+    weft_fiber *w;
+    ASSERT_EQ(weft_spawn(&w, NULL, write_later, &l), 0);
+    deadline_in(5000);   /* past the rescue: parked for ever is -ETIMEDOUT */
+    ASSERT_EQ(weft_read(nv[0], buf, sizeof buf), 1);
+    weft_deadline(-1);
+    ASSERT_EQ(buf[0], 'w');   /* 't': the worker was blocked in the read */
+    uint64_t one = 1;
+    ASSERT_EQ(write(rs.done, &one, sizeof one), 8);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(weft_join(w, NULL), 0);
+    close(rs.done);
+    ASSERT_EQ(weft_close(nv[0]), 0);
+    close(nv[1]);
+    return arg;
+}
+
+IO_TEST(io_close2_then_blocking_socket)
+{
+    static const weft_config one = { .workers = 1 };
+    test_run_cfg(&one, main_reuse_blocking, NULL);
+}
+
+/* dup2 over a registered number, the old file still open elsewhere (its
+ * registration stays in the epoll set, under the same number) and then
+ * gone. */
+static void *main_dup2(void *arg)
+{
+    int sv[2], nv[2];
+    char buf[16];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, nv), 0);
+    register_by_parking(sv[0]);
+    int old = dup(sv[0]);
+    ASSERT_GE(old, 0);
+    ASSERT_EQ(dup3(nv[0], sv[0], O_CLOEXEC), sv[0]);
+    struct later l = { nv[1], "new", 30 };
+    weft_fiber *w;
+    ASSERT_EQ(weft_spawn(&w, NULL, write_later, &l), 0);
+    deadline_in(2000);
+    ASSERT_EQ(weft_read(sv[0], buf, sizeof buf), 3);
+    ASSERT(memcmp(buf, "new", 3) == 0);
+    ASSERT_EQ(weft_join(w, NULL), 0);
+    /* the old file's readiness still names this number: it must not confuse it */
+    ASSERT_EQ(write(sv[1], "old", 3), 3);
+    l.data = "two";
+    ASSERT_EQ(weft_spawn(&w, NULL, write_later, &l), 0);
+    ASSERT_EQ(weft_read(sv[0], buf, sizeof buf), 3);
+    ASSERT(memcmp(buf, "two", 3) == 0);
+    ASSERT_EQ(weft_join(w, NULL), 0);
+    /* now over it again, the old file released this time */
+    close(old);
+    int xv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, xv), 0);
+    register_by_parking(sv[0]);
+    ASSERT_EQ(dup3(xv[0], sv[0], O_CLOEXEC), sv[0]);
+    l = (struct later){ xv[1], "three", 30 };
+    ASSERT_EQ(weft_spawn(&w, NULL, write_later, &l), 0);
+    deadline_in(2000);
+    ASSERT_EQ(weft_read(sv[0], buf, sizeof buf), 5);
+    weft_deadline(-1);
+    ASSERT_EQ(weft_join(w, NULL), 0);
+    ASSERT_EQ(weft_close(sv[0]), 0);
+    close(sv[1]);
+    close(nv[0]);
+    close(nv[1]);
+    close(xv[0]);
+    close(xv[1]);
+    return arg;
+}
+
+IO_TEST(io_dup2_over_registered_fd)
+{
+    test_run(main_dup2, NULL);
 }
 
 /* ------------------------------------- POLLRDHUP alone, a late edge */

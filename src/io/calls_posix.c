@@ -20,6 +20,33 @@
  * on a plain thread; a write that gets EPIPE consumes the queued signal.
  * A broken pipe is therefore always -EPIPE, never a dead process.
  *
+ * A NEW FILE BEHIND AN OLD NUMBER: the fd record (io.h) describes the file
+ * the number had when a fiber first used it. A program that closes with
+ * close(2) instead of weft_close, or dup2's over a number, puts a new file
+ * behind the old record: "registered" with epoll when it is not (its
+ * first park would wait for ever), "drained" (its first read would park
+ * without trying), a socket when it is a pipe, non-blocking when it
+ * blocks. Asking the kernel what the file is at every call would cost a
+ * system call each time, on the path whose system calls weft counts; so
+ * each way the record can lie is caught where it matters, at no cost on
+ * the fast path:
+ *   - registration and the read shortcut: epoll checks its registration at
+ *     every park, after the shortcut too (epoll.c, A NEW FILE), and
+ *     returns WEFT__IO_NEWFILE when it was for an older file;
+ *   - "non-blocking": a fiber's socket attempt passes MSG_DONTWAIT
+ *     (weft__io_try), so it cannot block the worker whatever O_NONBLOCK
+ *     says; connect and accept, which have no such flag, check O_NONBLOCK
+ *     (one fcntl per connection: weft sets it on every pollable fd, so its
+ *     absence means a new file);
+ *   - "socket" on a pipe fails with ENOTSOCK, "file" on a pollable fd
+ *     says EAGAIN from the pool: neither happens to a true record.
+ * Each makes run() learn the fd again (renew) and retry. What is left: a
+ * blocking pipe or tty behind the record of a non-blocking one blocks its
+ * worker on the first attempt (read(2) has no MSG_DONTWAIT), until it
+ * parks and the check above re-learns it. And fibers parked on the old
+ * file when it was closed behind weft's back stay parked until cancelled
+ * or a deadline: only weft_close ends them.
+ *
  * EMFILE: an accept that finds the process out of fds parks for a short,
  * doubling backoff (1 ms .. 100 ms) and retries, honouring cancel and the
  * deadline. Readiness would report the listening socket ready at once
@@ -121,6 +148,33 @@ static int classify(struct weft__fd *rec, int fd)
     return 0;
 }
 
+/* The file behind fd is not the one rec describes (A NEW FILE BEHIND AN
+ * OLD NUMBER): learn it again. A fiber between its edge count and its park
+ * sees the counts move and tries again. The registration stays as it is:
+ * epoll's check at the next park corrects it. */
+static int renew(struct weft__fd *rec, int fd)
+{
+    weft__lock_acquire(&rec->lock);
+    int err = classify(rec, fd);
+    __atomic_add_fetch(&rec->rseq, 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&rec->wseq, 1, __ATOMIC_RELEASE);
+    weft__lock_release(&rec->lock);
+    return err;
+}
+
+/* connect and accept cannot say MSG_DONTWAIT: a pollable fd that is not
+ * O_NONBLOCK is a new file behind a classified record (weft set the flag
+ * on the old one), or someone cleared the flag; learn it again either way. */
+static int nonblock_check(struct weft__fd *rec, int fd)
+{
+    if (__atomic_load_n(&rec->cls, __ATOMIC_RELAXED) != WEFT_FD_POLL)
+        return 0;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    return fl & O_NONBLOCK ? 0 : renew(rec, fd);
+}
+
 static struct weft__fd *fd_ready(int fd, int *err)
 {
     struct weft__fd *rec = weft__fd_get(fd);
@@ -157,6 +211,27 @@ static void oob_note(const weft__io_op *op)
         __atomic_store_n(&rec->rdmark, true, __ATOMIC_RELAXED);
 }
 
+/* One run of op on the record as it stands. */
+static long run(const struct weft__io_backend *b, weft__io_op *op, struct weft__fd *rec, bool *pooled)
+{
+    *pooled = false;
+    if (__atomic_load_n(&rec->cls, __ATOMIC_RELAXED) == WEFT_FD_FILE && !b->files) {
+        void *ret;
+        *pooled = true;
+        int err = weft__pool_run(file_job, op, &ret, false, NULL);
+        return err < 0 ? err : (long)(intptr_t)ret;
+    }
+    if (op->kind == WEFT_IO_ACCEPT) {
+        int err = nonblock_check(rec, op->fd);
+        if (err < 0)
+            return err;
+    }
+    if ((op->kind == WEFT_IO_RECV || op->kind == WEFT_IO_SEND || op->kind == WEFT_IO_RECVFROM ||
+         op->kind == WEFT_IO_SENDTO) && (op->flags & MSG_DONTWAIT))
+        return weft__io_try(op);   /* the caller asked not to wait */
+    return b->io(op);
+}
+
 long weft__io_run(weft__io_op *op)
 {
     if (WEFT_UNLIKELY(op->flags))
@@ -172,15 +247,23 @@ long weft__io_run(weft__io_op *op)
     if (!rec)
         return err;
     op->rec = rec;
-    if (__atomic_load_n(&rec->cls, __ATOMIC_RELAXED) == WEFT_FD_FILE && !b->files) {
-        void *ret;
-        err = weft__pool_run(file_job, op, &ret, false, NULL);
-        return err < 0 ? err : (long)(intptr_t)ret;
+    for (bool renewed = false;;) {
+        bool pooled;
+        long r = run(b, op, rec, &pooled);
+        /* The record lied (A NEW FILE BEHIND AN OLD NUMBER): a socket call
+         * on what is not a socket, a "file" that would block, a
+         * registration that was gone. The first two happen once per new
+         * file; a gone registration was replaced by the check that found it. */
+        bool lied = r == WEFT__IO_NEWFILE || (pooled && r == -EAGAIN) ||
+                    (r == -ENOTSOCK && (op->kind == WEFT_IO_READ || op->kind == WEFT_IO_READV ||
+                                        op->kind == WEFT_IO_WRITE || op->kind == WEFT_IO_WRITEV));
+        if (!lied || (renewed && r != WEFT__IO_NEWFILE))
+            return r;
+        renewed = true;
+        err = renew(rec, op->fd);
+        if (err < 0)
+            return err;
     }
-    if ((op->kind == WEFT_IO_RECV || op->kind == WEFT_IO_SEND || op->kind == WEFT_IO_RECVFROM ||
-         op->kind == WEFT_IO_SENDTO) && (op->flags & MSG_DONTWAIT))
-        return weft__io_try(op);   /* the caller asked not to wait */
-    return b->io(op);
 }
 
 /* -------------------------------------------------------------- the calls */
@@ -264,7 +347,11 @@ int weft_connect(weft_socket fd, const struct sockaddr *addr, socklen_t addrlen)
         int err = weft__wait_check(self);
         if (err < 0)
             return err;
-        if (!fd_ready(fd, &err))   /* makes it non-blocking */
+        struct weft__fd *rec = fd_ready(fd, &err);   /* makes it non-blocking */
+        if (!rec)
+            return err;
+        err = nonblock_check(rec, fd);   /* ...unless the record is an old file's */
+        if (err < 0)
             return err;
     }
     if (connect(fd, addr, addrlen) == 0)

@@ -6,10 +6,25 @@
  *   Edge-triggered, each fd registered once, for both directions
  *   (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET), the first time an
  *   operation on it gets EAGAIN: an fd that never blocks never costs an
- *   epoll_ctl, and a registered fd never costs another until weft_close
- *   removes it. EPOLL_CTL_ADD reports the fd's current state as an event,
+ *   epoll_ctl. EPOLL_CTL_ADD reports the fd's current state as an event,
  *   so readiness that arrived between the EAGAIN and the registration is
  *   not lost.
+ *
+ * A NEW FILE BEHIND AN OLD NUMBER
+ *   epoll keys a registration by (open file, fd number), and drops it when
+ *   the file is released. An fd closed with close(2) behind weft's back
+ *   and its number reused (or dup2'ed over) leaves the record saying
+ *   "registered" for a file that is not: a park trusting it would wait for
+ *   ever. So every park repeats the EPOLL_CTL_ADD, under rec->lock. EEXIST
+ *   says the registration is for the file the number holds now (the cost:
+ *   one epoll_ctl that changes nothing, per park, not per operation). A
+ *   success on a record that said "registered" says the file is new: it
+ *   is registered now, and io() returns WEFT__IO_NEWFILE for the caller
+ *   to learn the fd again (calls_posix.c). EPOLL_CTL_MOD would answer too
+ *   (ENOENT), but re-polls the file and may queue an event each time; a
+ *   comparison of st_dev/st_ino would cost an fstat and cannot tell two
+ *   eventfds or timerfds apart (one anonymous inode serves them all).
+ *   The read shortcut below parks through this same check.
  *
  * NO LOST EDGES
  *   An edge is reported once. A fiber that saw EAGAIN must not park if an
@@ -73,6 +88,9 @@
  *   writers' data, with no edge to come; SCTP, MPTCP and TCP with a ULP
  *   installed later (kTLS, which stops at a record of another type) are
  *   left to try. Peeking or flagged receives neither set nor use it.
+ *   On a record that lies (a new file behind an old number) the shortcut
+ *   still goes through the park's registration check above, which finds
+ *   the new file.
  *
  * WAKE-UP
  *   An eventfd in the same epoll set, edge-triggered: wake() writes to it
@@ -248,17 +266,24 @@ static long epoll_io(weft__io_op *op)
         if (WEFT_UNLIKELY(hook != NULL))
             hook(op);
         weft__lock_acquire(&rec->lock);
-        if (!rec->registered) {
-            struct epoll_event ev = {
-                .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
-                .data.fd = op->fd,
-            };
-            if (epoll_ctl(epfd, EPOLL_CTL_ADD, op->fd, &ev) < 0 && errno != EEXIST) {
-                int e = -errno;
-                weft__lock_release(&rec->lock);
-                return e;
-            }
+        /* Registered, and for the file the number holds now? (A NEW FILE) */
+        struct epoll_event ev = {
+            .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
+            .data.fd = op->fd,
+        };
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, op->fd, &ev) == 0) {
+            bool stale = rec->registered;
             rec->registered = true;
+            if (stale) {
+                weft__lock_release(&rec->lock);
+                return WEFT__IO_NEWFILE;
+            }
+        } else if (errno == EEXIST) {
+            rec->registered = true;
+        } else {
+            int e = -errno;
+            weft__lock_release(&rec->lock);
+            return e;
         }
         if ((rd && rec->rseq != rs) || (wr && rec->wseq != ws)) {
             weft__lock_release(&rec->lock);
