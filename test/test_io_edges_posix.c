@@ -145,24 +145,37 @@ IO_TEST(io_accept_from_plain_thread)
  * read. What that read left must still be read. */
 static void settle(void) { weft_sleep(scaled_ms(50)); }
 
-static void *main_urgent(void *arg)
+/* A TCP pair: b, registered by a park, and its peer a, which has sent
+ * "abc", the urgent byte "d" and "efg". */
+static void urgent_pair(int *a, int *b)
 {
-    int a, b;
-    io_tcp_pair(&a, &b);
+    io_tcp_pair(a, b);
     int one = 1;
-    ASSERT_EQ(setsockopt(a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);   /* no Nagle delay */
-    register_by_parking(b);
-    ASSERT_EQ(send(a, "abc", 3, 0), 3);
-    ASSERT_EQ(send(a, "d", 1, MSG_OOB), 1);   /* the urgent mark: a read stops before it */
-    ASSERT_EQ(send(a, "efg", 3, 0), 3);
-    settle();
+    ASSERT_EQ(setsockopt(*a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);   /* no Nagle delay */
+    register_by_parking(*b);
+    ASSERT_EQ(send(*a, "abc", 3, 0), 3);
+    ASSERT_EQ(send(*a, "d", 1, MSG_OOB), 1);   /* the urgent mark: a read stops before it */
+    ASSERT_EQ(send(*a, "efg", 3, 0), 3);
+}
+
+/* Read what urgent_pair sent in band, all of it, then close the pair. */
+static void urgent_rest(int a, int b)
+{
     char buf[100];
     deadline_in(1000);
-    read_n(b, buf, 6);   /* in-band: the urgent byte is not among them */
+    read_n(b, buf, 6);   /* the urgent byte is not among them */
     ASSERT(memcmp(buf, "abcefg", 6) == 0);
     weft_deadline(-1);
     close(a);
     ASSERT_EQ(weft_close(b), 0);
+}
+
+static void *main_urgent(void *arg)
+{
+    int a, b;
+    urgent_pair(&a, &b);
+    settle();
+    urgent_rest(a, b);
     return arg;
 }
 
@@ -177,23 +190,12 @@ IO_TEST(io_tcp_read_stops_at_urgent_mark)
 static void *main_urgent_taken(void *arg)
 {
     int a, b;
-    io_tcp_pair(&a, &b);
-    int one = 1;
-    ASSERT_EQ(setsockopt(a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
-    register_by_parking(b);
-    ASSERT_EQ(send(a, "abc", 3, 0), 3);
-    ASSERT_EQ(send(a, "d", 1, MSG_OOB), 1);
-    ASSERT_EQ(send(a, "efg", 3, 0), 3);
+    urgent_pair(&a, &b);
     char buf[100];
     ASSERT_EQ(weft_recv(b, buf, 1, MSG_OOB), 1);
     ASSERT_EQ(buf[0], 'd');
     settle();   /* the poller dispatches the edges now, without EPOLLPRI */
-    deadline_in(1000);
-    read_n(b, buf, 6);
-    ASSERT(memcmp(buf, "abcefg", 6) == 0);
-    weft_deadline(-1);
-    close(a);
-    ASSERT_EQ(weft_close(b), 0);
+    urgent_rest(a, b);
     return arg;
 }
 
