@@ -51,8 +51,11 @@ ssize_t weft_sendto(weft_socket fd, const void *buf, size_t n, int flags,
 }
 
 /* The record of a brand-new fd from accept: whatever the number meant
- * before is stale, and we know what it is now. */
-void weft__fd_fresh(int fd, bool stream)
+ * before is stale. From a fiber we know what the new socket is (accept
+ * keeps the listener's family, type and protocol); from a plain thread the
+ * listener's record may not exist, and the first fiber to use the fd
+ * classifies it. */
+void weft__fd_fresh(int fd, const struct weft__fd *listener)
 {
     if (!weft__io)
         return;
@@ -62,8 +65,10 @@ void weft__fd_fresh(int fd, bool stream)
     weft__lock_acquire(&rec->lock);
     rec->registered = false;
     rec->socket = true;
-    rec->stream = stream;
+    rec->stream = listener && listener->stream;
+    rec->tcp = listener && listener->tcp;
+    __atomic_store_n(&rec->rdmark, false, __ATOMIC_RELAXED);
     __atomic_store_n(&rec->rdrained, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&rec->cls, WEFT_FD_POLL, __ATOMIC_RELEASE);
+    __atomic_store_n(&rec->cls, listener ? WEFT_FD_POLL : WEFT_FD_UNKNOWN, __ATOMIC_RELEASE);
     weft__lock_release(&rec->lock);
 }

@@ -20,6 +20,33 @@
  * on a plain thread; a write that gets EPIPE consumes the queued signal.
  * A broken pipe is therefore always -EPIPE, never a dead process.
  *
+ * A NEW FILE BEHIND AN OLD NUMBER: the fd record (io.h) describes the file
+ * the number had when a fiber first used it. A program that closes with
+ * close(2) instead of weft_close, or dup2's over a number, puts a new file
+ * behind the old record: "registered" with epoll when it is not (its
+ * first park would wait for ever), "drained" (its first read would park
+ * without trying), a socket when it is a pipe, non-blocking when it
+ * blocks. Asking the kernel what the file is at every call would cost a
+ * system call each time, on the path whose system calls weft counts; so
+ * each way the record can lie is caught where it matters, at no cost on
+ * the fast path:
+ *   - registration and the read shortcut: epoll checks its registration at
+ *     every park, after the shortcut too (epoll.c, A NEW FILE), and
+ *     returns WEFT__IO_NEWFILE when it was for an older file;
+ *   - "non-blocking": a fiber's socket attempt passes MSG_DONTWAIT
+ *     (weft__io_try), so it cannot block the worker whatever O_NONBLOCK
+ *     says; connect and accept, which have no such flag, check O_NONBLOCK
+ *     (one fcntl per connection: weft sets it on every pollable fd, so its
+ *     absence means a new file);
+ *   - "socket" on a pipe fails with ENOTSOCK, "file" on a pollable fd
+ *     says EAGAIN from the pool: neither happens to a true record.
+ * Each makes run() learn the fd again (renew) and retry. What is left: a
+ * blocking pipe or tty behind the record of a non-blocking one blocks its
+ * worker on the first attempt (read(2) has no MSG_DONTWAIT), until it
+ * parks and the check above re-learns it. And fibers parked on the old
+ * file when it was closed behind weft's back stay parked until cancelled
+ * or a deadline: only weft_close ends them.
+ *
  * EMFILE: an accept that finds the process out of fds parks for a short,
  * doubling backoff (1 ms .. 100 ms) and retries, honouring cancel and the
  * deadline. Readiness would report the listening socket ready at once
@@ -33,6 +60,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -42,7 +70,7 @@
 
 /* ----------------------------------------------------------- plain threads */
 
-static long plain(weft__io_op *op)
+static ssize_t plain(weft__io_op *op)
 {
     /* A plain thread's writes keep SIGPIPE away with a temporary mask. */
     bool wr = op->kind == WEFT_IO_WRITE || op->kind == WEFT_IO_WRITEV;
@@ -52,7 +80,7 @@ static long plain(weft__io_op *op)
         sigaddset(&pipe, SIGPIPE);
         pthread_sigmask(SIG_BLOCK, &pipe, &old);
     }
-    long r;
+    ssize_t r;
     for (;;) {
         if (op->kind == WEFT_IO_POLL) {
             struct pollfd p = { .fd = op->fd, .events = (short)op->events };
@@ -84,6 +112,14 @@ static long plain(weft__io_op *op)
 
 /* ---------------------------------------------------------------- fibers */
 
+/* An int socket option of fd, or -1. */
+static int sockopt(int fd, int name)
+{
+    int v = -1;
+    socklen_t len = sizeof v;
+    return getsockopt(fd, SOL_SOCKET, name, &v, &len) == 0 ? v : -1;
+}
+
 /* Learn what fd is; make a pollable one non-blocking. Under rec->lock. */
 static int classify(struct weft__fd *rec, int fd)
 {
@@ -101,13 +137,42 @@ static int classify(struct weft__fd *rec, int fd)
     if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -errno;
     rec->socket = S_ISSOCK(st.st_mode);
-    int type = 0;
-    socklen_t tlen = sizeof type;
-    rec->stream = rec->socket && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 &&
-                  type == SOCK_STREAM;
+    rec->stream = rec->socket && sockopt(fd, SO_TYPE) == SOCK_STREAM;
+    /* TCP proper: not SCTP or MPTCP, whose SO_PROTOCOL differs, nor a unix
+     * stream (see epoll.c, NO READ THAT MUST FAIL) */
+    int domain = rec->stream ? sockopt(fd, SO_DOMAIN) : -1;
+    rec->tcp = (domain == AF_INET || domain == AF_INET6) && sockopt(fd, SO_PROTOCOL) == IPPROTO_TCP;
+    __atomic_store_n(&rec->rdmark, false, __ATOMIC_RELAXED);
     __atomic_store_n(&rec->rdrained, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&rec->cls, WEFT_FD_POLL, __ATOMIC_RELEASE);
     return 0;
+}
+
+/* The file behind fd is not the one rec describes (A NEW FILE BEHIND AN
+ * OLD NUMBER): learn it again. A fiber between its edge count and its park
+ * sees the counts move and tries again. The registration stays as it is:
+ * epoll's check at the next park corrects it. */
+static int renew(struct weft__fd *rec, int fd)
+{
+    weft__lock_acquire(&rec->lock);
+    int err = classify(rec, fd);
+    __atomic_add_fetch(&rec->rseq, 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&rec->wseq, 1, __ATOMIC_RELEASE);
+    weft__lock_release(&rec->lock);
+    return err;
+}
+
+/* connect and accept cannot say MSG_DONTWAIT: a pollable fd that is not
+ * O_NONBLOCK is a new file behind a classified record (weft set the flag
+ * on the old one), or someone cleared the flag; learn it again either way. */
+static int nonblock_check(struct weft__fd *rec, int fd)
+{
+    if (__atomic_load_n(&rec->cls, __ATOMIC_RELAXED) != WEFT_FD_POLL)
+        return 0;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    return fl & O_NONBLOCK ? 0 : renew(rec, fd);
 }
 
 static struct weft__fd *fd_ready(int fd, int *err)
@@ -133,8 +198,44 @@ static void *file_job(void *arg)
     return (void *)(intptr_t)weft__io_try(arg);
 }
 
-long weft__io_run(weft__io_op *op)
+/* A receive with MSG_OOB takes the urgent byte, and with it the EPOLLPRI
+ * that would tell epoll a short read may stop at the mark: say so in the
+ * record first (epoll.c, NO READ THAT MUST FAIL). From a plain thread too,
+ * for fibers may read the same fd. */
+static void oob_note(const weft__io_op *op)
 {
+    if ((op->kind != WEFT_IO_RECV && op->kind != WEFT_IO_RECVFROM) || !(op->flags & MSG_OOB) || !weft__io)
+        return;
+    struct weft__fd *rec = weft__fd_peek(op->fd);
+    if (rec)
+        __atomic_store_n(&rec->rdmark, true, __ATOMIC_RELAXED);
+}
+
+/* One run of op on the record as it stands. */
+static ssize_t run(const struct weft__io_backend *b, weft__io_op *op, struct weft__fd *rec, bool *pooled)
+{
+    *pooled = false;
+    if (__atomic_load_n(&rec->cls, __ATOMIC_RELAXED) == WEFT_FD_FILE && !b->files) {
+        void *ret;
+        *pooled = true;
+        int err = weft__pool_run(file_job, op, &ret, false, NULL);
+        return err < 0 ? err : (ssize_t)(intptr_t)ret;
+    }
+    if (op->kind == WEFT_IO_ACCEPT) {
+        int err = nonblock_check(rec, op->fd);
+        if (err < 0)
+            return err;
+    }
+    if ((op->kind == WEFT_IO_RECV || op->kind == WEFT_IO_SEND || op->kind == WEFT_IO_RECVFROM ||
+         op->kind == WEFT_IO_SENDTO) && (op->flags & MSG_DONTWAIT))
+        return weft__io_try(op);   /* the caller asked not to wait */
+    return b->io(op);
+}
+
+ssize_t weft__io_run(weft__io_op *op)
+{
+    if (WEFT_UNLIKELY(op->flags))
+        oob_note(op);
     weft_fiber *self = weft__cur_fiber();
     const struct weft__io_backend *b = weft__io;
     if (!self || !b)
@@ -146,15 +247,23 @@ long weft__io_run(weft__io_op *op)
     if (!rec)
         return err;
     op->rec = rec;
-    if (__atomic_load_n(&rec->cls, __ATOMIC_RELAXED) == WEFT_FD_FILE && !b->files) {
-        void *ret;
-        err = weft__pool_run(file_job, op, &ret, false, NULL);
-        return err < 0 ? err : (long)(intptr_t)ret;
+    for (bool renewed = false;;) {
+        bool pooled;
+        ssize_t r = run(b, op, rec, &pooled);
+        /* The record lied (A NEW FILE BEHIND AN OLD NUMBER): a socket call
+         * on what is not a socket, a "file" that would block, a
+         * registration that was gone. The first two happen once per new
+         * file; a gone registration was replaced by the check that found it. */
+        bool lied = r == WEFT__IO_NEWFILE || (pooled && r == -EAGAIN) ||
+                    (r == -ENOTSOCK && (op->kind == WEFT_IO_READ || op->kind == WEFT_IO_READV ||
+                                        op->kind == WEFT_IO_WRITE || op->kind == WEFT_IO_WRITEV));
+        if (!lied || (renewed && r != WEFT__IO_NEWFILE))
+            return r;
+        renewed = true;
+        err = renew(rec, op->fd);
+        if (err < 0)
+            return err;
     }
-    if ((op->kind == WEFT_IO_RECV || op->kind == WEFT_IO_SEND || op->kind == WEFT_IO_RECVFROM ||
-         op->kind == WEFT_IO_SENDTO) && (op->flags & MSG_DONTWAIT))
-        return weft__io_try(op);   /* the caller asked not to wait */
-    return b->io(op);
 }
 
 /* -------------------------------------------------------------- the calls */
@@ -212,9 +321,9 @@ weft_socket weft_accept(weft_socket fd, struct sockaddr *addr, socklen_t *addrle
     weft__io_op op = { .kind = WEFT_IO_ACCEPT, .fd = fd, .addr = addr, .addrlen = addr ? addrlen : NULL };
     uint64_t backoff = 1000000;   /* 1 ms */
     for (;;) {
-        long r = weft__io_run(&op);
+        ssize_t r = weft__io_run(&op);
         if (r >= 0) {
-            weft__fd_fresh((int)r, op.rec->stream);   /* accept4 keeps the listener's type */
+            weft__fd_fresh((int)r, op.rec);   /* op.rec: NULL from a plain thread */
             return (int)r;
         }
         if (r == -ECONNABORTED)
@@ -238,7 +347,11 @@ int weft_connect(weft_socket fd, const struct sockaddr *addr, socklen_t addrlen)
         int err = weft__wait_check(self);
         if (err < 0)
             return err;
-        if (!fd_ready(fd, &err))   /* makes it non-blocking */
+        struct weft__fd *rec = fd_ready(fd, &err);   /* makes it non-blocking */
+        if (!rec)
+            return err;
+        err = nonblock_check(rec, fd);   /* ...unless the record is an old file's */
+        if (err < 0)
             return err;
     }
     if (connect(fd, addr, addrlen) == 0)
@@ -277,6 +390,8 @@ int weft_close(int fd)
         __atomic_store_n(&rec->cls, WEFT_FD_UNKNOWN, __ATOMIC_RELAXED);
         rec->socket = false;
         rec->stream = false;
+        rec->tcp = false;
+        __atomic_store_n(&rec->rdmark, false, __ATOMIC_RELAXED);
         __atomic_store_n(&rec->rdrained, 0, __ATOMIC_RELAXED);
         __atomic_add_fetch(&rec->rseq, 1, __ATOMIC_RELEASE);
         __atomic_add_fetch(&rec->wseq, 1, __ATOMIC_RELEASE);

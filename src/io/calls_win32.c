@@ -232,7 +232,7 @@ weft_socket weft_accept(weft_socket s, struct sockaddr *addr, socklen_t *addrlen
     for (;;) {
         ssize_t r = weft__io_run(&op);
         if (r >= 0) {
-            weft__fd_fresh((int)r, false);   /* stream: read by the Linux backends only */
+            weft__fd_fresh((int)r, op.rec);
             return (weft_socket)r;
         }
         if (r == -ECONNRESET || r == -ECONNABORTED)

@@ -4,11 +4,27 @@
  *
  * REGISTRATION
  *   Edge-triggered, each fd registered once, for both directions
- *   (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET), the first time an operation
- *   on it gets EAGAIN: an fd that never blocks never costs an epoll_ctl,
- *   and a registered fd never costs another until weft_close removes it.
- *   EPOLL_CTL_ADD reports the fd's current state as an event, so readiness
- *   that arrived between the EAGAIN and the registration is not lost.
+ *   (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET), the first time an
+ *   operation on it gets EAGAIN: an fd that never blocks never costs an
+ *   epoll_ctl. EPOLL_CTL_ADD reports the fd's current state as an event,
+ *   so readiness that arrived between the EAGAIN and the registration is
+ *   not lost.
+ *
+ * A NEW FILE BEHIND AN OLD NUMBER
+ *   epoll keys a registration by (open file, fd number), and drops it when
+ *   the file is released. An fd closed with close(2) behind weft's back
+ *   and its number reused (or dup2'ed over) leaves the record saying
+ *   "registered" for a file that is not: a park trusting it would wait for
+ *   ever. So every park repeats the EPOLL_CTL_ADD, under rec->lock. EEXIST
+ *   says the registration is for the file the number holds now (the cost:
+ *   one epoll_ctl that changes nothing, per park, not per operation). A
+ *   success on a record that said "registered" says the file is new: it
+ *   is registered now, and io() returns WEFT__IO_NEWFILE for the caller
+ *   to learn the fd again (calls_posix.c). EPOLL_CTL_MOD would answer too
+ *   (ENOENT), but re-polls the file and may queue an event each time; a
+ *   comparison of st_dev/st_ino would cost an fstat and cannot tell two
+ *   eventfds or timerfds apart (one anonymous inode serves them all).
+ *   The read shortcut below parks through this same check.
  *
  * NO LOST EDGES
  *   An edge is reported once. A fiber that saw EAGAIN must not park if an
@@ -19,23 +35,62 @@
  *   before its syscall and, under the lock, parks only if it is unchanged;
  *   otherwise it retries. Every edge wakes every operation waiting in that
  *   direction (several fibers may accept on one listening socket); those
- *   that find nothing park again.
+ *   that find nothing park again. An operation waits in the read direction
+ *   if it waits for any of POLLIN, POLLPRI or POLLRDHUP (a weft_wait_fd for
+ *   POLLRDHUP alone included): dispatch counts all three as read edges.
  *
  * NO READ THAT MUST FAIL
  *   A server fiber reads a request, answers, and reads again: that read
  *   nearly always finds nothing yet and returns EAGAIN, one system call of
- *   the three each request costs. On a stream socket (TCP, Unix stream) a
- *   read that returns less than asked for has emptied the receive queue,
- *   and any byte that arrives after it raises an edge of its own. So when a
- *   read comes back short, the record remembers the edge count it began
- *   with (rec->rdrained); the next read on that fd, if the count has not
- *   moved since, parks at once, under the same check of the count as a
- *   read that got EAGAIN, without asking the kernel. Data that came in
- *   after the short read has an edge on its way to the poller, which bumps
- *   the count and wakes the fiber, as for any parked read. Datagram and
- *   seqpacket sockets, pipes and ttys are left out: there a short read says
- *   nothing about what else is queued (one datagram, one record, one line).
- *   Peeking or flagged receives neither set nor use it.
+ *   the three each request costs. So when a read comes back short, the
+ *   record remembers the edge count it began with (rec->rdrained); the
+ *   next read on that fd, if the count has not moved since, parks at once,
+ *   under the same check of the count as a read that got EAGAIN, without
+ *   asking the kernel. That is right only if a short read leaves nothing
+ *   to read, or if what it left raises an edge after the count was read.
+ *   It is kept where that can be shown, TCP (rec->tcp: AF_INET/AF_INET6,
+ *   SOCK_STREAM, SO_PROTOCOL IPPROTO_TCP), and only until the poller has
+ *   seen EPOLLPRI, EPOLLRDHUP, EPOLLHUP or EPOLLERR on the fd (rec->rdmark,
+ *   sticky until the record is reset). The proof, from tcp_recvmsg and
+ *   tcp_poll (net/ipv4/tcp.c):
+ *
+ *   1. A non-blocking TCP read that returns n > 0 bytes, fewer than asked,
+ *      stopped for one of three reasons: (a) the receive queue and the
+ *      backlog were empty; (b) it reached the urgent mark (tp->urg_data set,
+ *      urg_seq == copied_seq: it never reads across the mark in one call);
+ *      (c) it reached a FIN. Its other exits (an error, a shutdown, a
+ *      signal) are taken only after (a). In (a), anything queued later
+ *      comes with a wake-up (sk_data_ready) after the read, hence an event
+ *      harvested after it and a count bumped after the count the read
+ *      began with: the shortcut's check sees the count move, or parks and
+ *      is woken by that edge, as for EAGAIN.
+ *   2. (b) needs urg_data VALID or READ. It becomes VALID in tcp_urg, which
+ *      then calls sk_data_ready; while VALID, tcp_poll reports EPOLLPRI,
+ *      which we registered. epoll polls the file anew at each harvest and
+ *      every wake-up is followed by a harvest, so some dispatch after
+ *      VALID was set sees EPOLLPRI, unless the urgent byte was read first
+ *      with MSG_OOB (VALID becomes READ): weft's receives with MSG_OOB set
+ *      rdmark themselves (calls_posix.c, oob_note), before the byte goes.
+ *      (c) needs the FIN queued, and tcp_fin then set RCV_SHUTDOWN, which
+ *      never clears and makes tcp_poll report EPOLLRDHUP, and called
+ *      sk_state_change: some dispatch after it sees EPOLLRDHUP. (A reset
+ *      raises EPOLLHUP and EPOLLERR the same way.)
+ *   3. dispatch sets rdmark before it bumps rseq (a release). If that
+ *      dispatch came before the fiber loaded the count its read began
+ *      with (an acquire), the fiber sees rdmark after the read and does
+ *      not record the short read. If it came after, the count moves past
+ *      the one recorded: the next read asks the kernel, or, if it looks
+ *      before the bump, parks under the lock and is woken by that edge.
+ *
+ *   Not kept elsewhere, for a short read there says nothing: a datagram,
+ *   a seqpacket record, a pipe's or a tty's line; a unix stream read stops
+ *   at a message carrying SCM_RIGHTS and, with SO_PASSCRED, between two
+ *   writers' data, with no edge to come; SCTP, MPTCP and TCP with a ULP
+ *   installed later (kTLS, which stops at a record of another type) are
+ *   left to try. Peeking or flagged receives neither set nor use it.
+ *   On a record that lies (a new file behind an old number) the shortcut
+ *   still goes through the park's registration check above, which finds
+ *   the new file.
  *
  * WAKE-UP
  *   An eventfd in the same epoll set, edge-triggered: wake() writes to it
@@ -53,6 +108,8 @@
 
 #define WAKE_TAG UINT64_MAX
 #define MAX_EVENTS 256
+
+void (*weft__io_park_hook)(weft__io_op *op);
 
 static int epfd = -1;
 static int evfd = -1;
@@ -109,6 +166,8 @@ static int dispatch(struct weft__fd *rec, uint32_t events)
 {
     int mask = 0;
     weft__lock_acquire(&rec->lock);
+    if (events & (EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        __atomic_store_n(&rec->rdmark, true, __ATOMIC_RELAXED);   /* before the bump: NO READ THAT MUST FAIL, 3 */
     if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         __atomic_add_fetch(&rec->rseq, 1, __ATOMIC_RELEASE);
         mask |= POLLIN | POLLPRI | POLLRDHUP;
@@ -183,38 +242,48 @@ static void op_unlink(weft_fiber *f)
     weft__lock_release(&rec->lock);
 }
 
-static long epoll_io(weft__io_op *op)
+static ssize_t epoll_io(weft__io_op *op)
 {
     struct weft__fd *rec = op->rec;
     weft_fiber *self = weft__cur_fiber();
     int events = weft__io_op_events(op);
-    bool rd = events & (POLLIN | POLLPRI), wr = events & POLLOUT;
-    size_t want = weft__io_drain_len(op);
+    bool rd = events & (POLLIN | POLLPRI | POLLRDHUP), wr = events & POLLOUT;
+    size_t want = rec->tcp ? weft__io_drain_len(op) : 0;
     for (;;) {
         uint32_t rs = __atomic_load_n(&rec->rseq, __ATOMIC_ACQUIRE);
         uint32_t ws = __atomic_load_n(&rec->wseq, __ATOMIC_ACQUIRE);
-        long r;
+        ssize_t r;
         if (want && __atomic_load_n(&rec->rdrained, __ATOMIC_RELAXED) == rs + 1) {
             r = -EAGAIN;   /* emptied by our last read, and no edge since */
         } else {
             r = weft__io_try(op);
-            if (want && r > 0 && (size_t)r < want)
+            if (want && r > 0 && (size_t)r < want && !__atomic_load_n(&rec->rdmark, __ATOMIC_RELAXED))
                 __atomic_store_n(&rec->rdrained, rs + 1, __ATOMIC_RELAXED);
         }
         if (r != -EAGAIN)
             return r;
+        void (*hook)(weft__io_op *) = __atomic_load_n(&weft__io_park_hook, __ATOMIC_RELAXED);
+        if (WEFT_UNLIKELY(hook != NULL))
+            hook(op);
         weft__lock_acquire(&rec->lock);
-        if (!rec->registered) {
-            struct epoll_event ev = {
-                .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
-                .data.fd = op->fd,
-            };
-            if (epoll_ctl(epfd, EPOLL_CTL_ADD, op->fd, &ev) < 0 && errno != EEXIST) {
-                int e = -errno;
-                weft__lock_release(&rec->lock);
-                return e;
-            }
+        /* Registered, and for the file the number holds now? (A NEW FILE) */
+        struct epoll_event ev = {
+            .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
+            .data.fd = op->fd,
+        };
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, op->fd, &ev) == 0) {
+            bool stale = rec->registered;
             rec->registered = true;
+            if (stale) {
+                weft__lock_release(&rec->lock);
+                return WEFT__IO_NEWFILE;
+            }
+        } else if (errno == EEXIST) {
+            rec->registered = true;
+        } else {
+            int e = -errno;
+            weft__lock_release(&rec->lock);
+            return e;
         }
         if ((rd && rec->rseq != rs) || (wr && rec->wseq != ws)) {
             weft__lock_release(&rec->lock);

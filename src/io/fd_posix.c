@@ -25,7 +25,7 @@ void weft__io_sigpipe_drain(void)
         ;
 }
 
-static long write_nosig(weft__io_op *op)
+static ssize_t write_nosig(weft__io_op *op)
 {
     ssize_t r;
     if (op->kind == WEFT_IO_WRITE)
@@ -59,40 +59,49 @@ size_t weft__io_drain_len(const weft__io_op *op)
     }
 }
 
-long weft__io_try(weft__io_op *op)
+ssize_t weft__io_try(weft__io_op *op)
 {
+    /* A fiber's attempt (op->rec is set) on a socket never blocks, even on
+     * a blocking socket behind the record of a non-blocking one (calls_posix.c,
+     * A NEW FILE BEHIND AN OLD NUMBER); a plain thread's blocks as asked. */
     bool sock = op->rec && op->rec->socket;
+    int nowait = op->rec ? MSG_DONTWAIT : 0;
     for (;;) {
-        long r;
+        ssize_t r;
         switch (op->kind) {
         case WEFT_IO_READ:
-            r = read(op->fd, op->buf, op->len);
+            r = sock ? recv(op->fd, op->buf, op->len, MSG_DONTWAIT) : read(op->fd, op->buf, op->len);
             break;
         case WEFT_IO_READV:
-            r = readv(op->fd, op->iov, op->iovcnt);
+            if (sock) {
+                struct msghdr m = { .msg_iov = (struct iovec *)op->iov, .msg_iovlen = (size_t)op->iovcnt };
+                r = recvmsg(op->fd, &m, MSG_DONTWAIT);
+            } else {
+                r = readv(op->fd, op->iov, op->iovcnt);
+            }
             break;
         case WEFT_IO_WRITE:
-            r = sock ? send(op->fd, op->buf, op->len, MSG_NOSIGNAL) : write_nosig(op);
+            r = sock ? send(op->fd, op->buf, op->len, MSG_NOSIGNAL | MSG_DONTWAIT) : write_nosig(op);
             break;
         case WEFT_IO_WRITEV:
             if (sock) {
                 struct msghdr m = { .msg_iov = (struct iovec *)op->iov, .msg_iovlen = (size_t)op->iovcnt };
-                r = sendmsg(op->fd, &m, MSG_NOSIGNAL);
+                r = sendmsg(op->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
             } else {
                 r = write_nosig(op);
             }
             break;
         case WEFT_IO_RECV:
-            r = recv(op->fd, op->buf, op->len, op->flags);
+            r = recv(op->fd, op->buf, op->len, op->flags | nowait);
             break;
         case WEFT_IO_SEND:
-            r = send(op->fd, op->buf, op->len, op->flags | MSG_NOSIGNAL);
+            r = send(op->fd, op->buf, op->len, op->flags | nowait | MSG_NOSIGNAL);
             break;
         case WEFT_IO_RECVFROM:
-            r = recvfrom(op->fd, op->buf, op->len, op->flags, op->addr, op->addrlen);
+            r = recvfrom(op->fd, op->buf, op->len, op->flags | nowait, op->addr, op->addrlen);
             break;
         case WEFT_IO_SENDTO:
-            r = sendto(op->fd, op->buf, op->len, op->flags | MSG_NOSIGNAL, op->addr, op->tolen);
+            r = sendto(op->fd, op->buf, op->len, op->flags | nowait | MSG_NOSIGNAL, op->addr, op->tolen);
             break;
         case WEFT_IO_ACCEPT:
             r = accept4(op->fd, op->addr, op->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);

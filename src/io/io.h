@@ -49,6 +49,8 @@
  *               operation that was cancelled is waited for until its own
  *               completion arrives (weft__wait_park_nointr). op->fd's record
  *               (op->rec) is known and classified before io() is called.
+ *               WEFT__IO_NEWFILE instead of a result: the record was an
+ *               older file's (calls_posix.c learns the fd again, retries).
  *   close(rec, fd)
  *               Called with rec->lock held, before close(2): end every
  *               operation on fd (they return -EBADF) and forget any
@@ -65,11 +67,17 @@
  *   backend registered it, and the list of operations parked or in flight
  *   on it, under a lock. The list is how weft_close finds them.
  *
- *   Because weft keeps this per-number state, fds used with weft's calls
- *   must be closed with weft_close (as Go's runtime needs os.File.Close):
- *   close(2) behind weft's back leaves a stale record for the next fd that
- *   gets the same number. weft_accept resets the record of the fd it
- *   returns.
+ *   The record describes the open file the number had when weft first
+ *   used it. weft_close resets it, and weft_accept resets the record of
+ *   the fd it returns. A number closed with close(2) behind weft's back, or
+ *   dup2'ed over, gets a new file under an old record; weft finds that out
+ *   instead of trusting the record (calls_posix.c, A NEW FILE BEHIND AN
+ *   OLD NUMBER): epoll's registration is checked at every park, a socket
+ *   attempt passes MSG_DONTWAIT so a blocking new socket never blocks a
+ *   worker, and a call that fails because the record lied (ENOTSOCK, a
+ *   "file" that says EAGAIN) learns the fd again and retries. weft_close
+ *   remains the way to close: it also ends the operations parked on the
+ *   fd, which close(2) cannot.
  *
  * WHO WAKES A PARKED FIBER
  *   The backend's reaping side (poll), weft_close, weft_cancel, or the
@@ -161,9 +169,13 @@ struct weft__fd {
     weft__lock lock;
     uint32_t rseq, wseq;            /* bumped at each read/write readiness edge and at close */
     uint8_t cls;                    /* enum weft__fd_class */
-    bool socket;                    /* writes use MSG_NOSIGNAL */
-    bool stream;                    /* a SOCK_STREAM socket: a short read empties it */
-    bool registered;                /* epoll: in the interest set */
+    bool socket;                    /* writes use MSG_NOSIGNAL, attempts MSG_DONTWAIT */
+    bool stream;                    /* a SOCK_STREAM socket: a short read nearly always empties it */
+    bool tcp;                       /* TCP over IPv4/IPv6: a short read empties it, but at the
+                                       urgent mark or the end (epoll.c, NO READ THAT MUST FAIL) */
+    bool rdmark;                    /* epoll saw EPOLLPRI, RDHUP, HUP or ERR on it, or a weft call
+                                       read its urgent byte: no more reads skipped (until reset) */
+    bool registered;                /* epoll: in the interest set (checked at each park) */
     uint32_t rdrained;              /* a short read emptied it: epoll rseq + 1, io_uring 1; else 0 */
     weft__io_op *ops;               /* parked or in flight */
 };
@@ -205,15 +217,28 @@ void weft__fd_unlink(struct weft__fd *rec, weft__io_op *op);
  * Writes never raise SIGPIPE (see io.c). */
 ssize_t weft__io_try(weft__io_op *op);
 
-/* How many bytes op reads, if it is a read whose short answer empties its
- * fd: a plain read, readv or unflagged recv on a stream socket (a datagram,
- * a seqpacket record, a pipe's or a tty's line say nothing of what else is
- * queued). 0 for any other operation. See epoll.c, NO READ THAT MUST FAIL. */
+/* How many bytes op reads, if it is a read whose short answer nearly
+ * always empties its fd: a plain read, readv or unflagged recv on a stream
+ * socket (a datagram, a seqpacket record, a pipe's or a tty's line say
+ * nothing of what else is queued). 0 for any other operation. Exact only
+ * on TCP, and there only with the care of epoll.c, NO READ THAT MUST FAIL;
+ * io_uring uses it as a hint. */
 size_t weft__io_drain_len(const weft__io_op *op);
+
+/* What a backend's io() returns when it found that the file behind op->fd
+ * is not the one op->rec describes (epoll: the registration it checks at
+ * a park was gone). Not an errno: weft__io_run learns the fd again and
+ * retries; no caller ever sees it. */
+#define WEFT__IO_NEWFILE (-0x10000L)
 
 /* Record that a write got -EPIPE on this thread: consume the SIGPIPE the
  * kernel queued for it (SIGPIPE is blocked on workers, see io.c). */
 void weft__io_sigpipe_drain(void);
+
+/* Test seam (test/test_io_edges_posix.c): when set, epoll's io() calls it
+ * after an attempt that got EAGAIN, before its park check, so that a test
+ * can land an edge in that window on purpose. NULL but in tests. */
+extern void (*weft__io_park_hook)(weft__io_op *op);
 
 /* ------------------------------------------------------------- backends */
 
@@ -235,11 +260,13 @@ extern const struct weft__io_backend weft__io_iocp;
 /* calls_posix.c, calls_win32.c: run op for the caller (a fiber parks on the
  * backend, a plain thread blocks); the public socket type as the layer's
  * fd (-1 if it cannot be one). calls.c: reset the record of a socket that
- * accept just returned (whatever the number meant before is stale); stream
- * is the listener's. */
+ * accept just returned (whatever the number meant before is stale):
+ * listener is the listening socket's record, whose kind the new socket
+ * has, or NULL (an accept from a plain thread): then the first fiber to
+ * use the fd learns what it is. */
 ssize_t weft__io_run(weft__io_op *op);
 int  weft__socket_fd(weft_socket s);
-void weft__fd_fresh(int fd, bool stream);
+void weft__fd_fresh(int fd, const struct weft__fd *listener);
 
 #ifdef _WIN32
 /* calls_win32.c: a Winsock (or Win32) error code as a negative errno. */

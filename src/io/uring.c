@@ -41,6 +41,7 @@
 #include <errno.h>
 #include <liburing.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -54,23 +55,50 @@ static weft__lock sq_lock;
 static int evfd = -1;
 static uint64_t evbuf;
 static _Atomic int wake_pending;
+static _Atomic bool sq_kept;     /* SQEs the kernel refused wait in the ring (sq_flush) */
 
-/* Take an SQE, spilling the queue to the kernel when it is full. Under sq_lock. */
+/* Hand the queued SQEs to the kernel. Under sq_lock.
+ *
+ * -EBUSY and -EAGAIN mean "reap some completions, then try again"
+ * (io_uring_enter(2): the CQ is full and its overflow could not be
+ * flushed, or the kernel is short of memory for requests). Retrying here
+ * would spin with sq_lock held, and nothing would end it: the completions
+ * are reaped by the poller, which may be this very worker's next job (on
+ * one worker, never) and which takes sq_lock to re-arm its wake-up. So
+ * the SQEs stay queued in the ring (liburing has already published them:
+ * whoever submits next submits them too), sq_kept says so, and the caller
+ * goes on to park; uring_poll, after it has reaped, submits what is left.
+ * Busy workers poll too (sched.c, POLL_STALE_NS), so that happens even if
+ * no worker ever idles. With IORING_FEAT_NODROP the kernel documents
+ * -EBUSY for GETEVENTS waits only, and 6.18 took 20,000 submissions into
+ * an 8-entry CQ without one: this is for the kernels and the memory
+ * pressure that still say it. */
+static void sq_flush(void)
+{
+    int r;
+    while ((r = io_uring_submit(&ring)) == -EINTR)
+        ;
+    if (r == -EBUSY || r == -EAGAIN)
+        atomic_store_explicit(&sq_kept, true, memory_order_relaxed);
+}
+
+/* Take an SQE, spilling the queue to the kernel when it is full. Under
+ * sq_lock. A full queue that the kernel will not take (see sq_flush) waits
+ * for the poller with sq_lock released: the lock's other holders hold it
+ * for one SQE, and the poller needs it to submit after reaping. */
 static struct io_uring_sqe *sqe_get(void)
 {
     struct io_uring_sqe *sqe;
-    while (!(sqe = io_uring_get_sqe(&ring)))
-        io_uring_submit(&ring);
-    return sqe;
-}
-
-static void sq_flush(void)
-{
-    for (;;) {
+    while (!(sqe = io_uring_get_sqe(&ring))) {
         int r = io_uring_submit(&ring);
-        if (r >= 0 || (r != -EINTR && r != -EAGAIN && r != -EBUSY))
-            return;
+        if (r == -EBUSY || r == -EAGAIN) {
+            atomic_store_explicit(&sq_kept, true, memory_order_relaxed);
+            weft__lock_release(&sq_lock);
+            sched_yield();
+            weft__lock_acquire(&sq_lock);
+        }
     }
+    return sqe;
 }
 
 static void arm_wake_locked(void)
@@ -101,6 +129,7 @@ static int uring_init(void)
     }
     weft__lock_init(&sq_lock);
     atomic_store(&wake_pending, 0);
+    atomic_store(&sq_kept, false);
     weft__lock_acquire(&sq_lock);
     arm_wake_locked();
     sq_flush();
@@ -159,9 +188,12 @@ static int uring_poll(weft__worker *w, int64_t timeout_ns)
         }
     }
     io_uring_cq_advance(&ring, seen);
-    if (rearm) {
+    /* SQEs a full CQ kept out (sq_flush) go in now that there is room */
+    if (rearm || atomic_load_explicit(&sq_kept, memory_order_relaxed)) {
         weft__lock_acquire(&sq_lock);
-        arm_wake_locked();
+        atomic_store_explicit(&sq_kept, false, memory_order_relaxed);
+        if (rearm)
+            arm_wake_locked();
         sq_flush();
         weft__lock_release(&sq_lock);
     }
@@ -242,13 +274,13 @@ static void cancel_locked(weft__io_op *op)
 
 /* A stream socket's last read came back short (want: weft__io_drain_len),
  * or did not: the next read skips its non-blocking try if so. */
-static void note_short(struct weft__fd *rec, size_t want, long r)
+static void note_short(struct weft__fd *rec, size_t want, ssize_t r)
 {
     if (want && r >= 0)
         __atomic_store_n(&rec->rdrained, r > 0 && (size_t)r < want, __ATOMIC_RELAXED);
 }
 
-static long uring_io(weft__io_op *op)
+static ssize_t uring_io(weft__io_op *op)
 {
     struct weft__fd *rec = op->rec;
     size_t want = weft__io_drain_len(op);
@@ -258,7 +290,7 @@ static long uring_io(weft__io_op *op)
      * when the SQE is submitted and completes it on the spot if data came. */
     if (__atomic_load_n(&rec->cls, __ATOMIC_RELAXED) == WEFT_FD_POLL &&
         !(want && __atomic_load_n(&rec->rdrained, __ATOMIC_RELAXED))) {
-        long r = weft__io_try(op);
+        ssize_t r = weft__io_try(op);
         note_short(rec, want, r);
         if (r != -EAGAIN)
             return r;
@@ -298,7 +330,7 @@ static long uring_io(weft__io_op *op)
     bool closed = op->closed;
     weft__lock_release(&rec->lock);
 
-    long res = op->res;
+    ssize_t res = op->res;
     note_short(rec, want, res);
     if (res >= 0) {
         if (op->kind == WEFT_IO_RECVFROM && op->addr && op->addrlen)
