@@ -248,9 +248,14 @@ bench: deps-bench all
 	bash bench/run.sh $(BUILD)
 
 # Stress, not the unit suite: 10,000 connections for SOAK_SECONDS (default 60),
-# zero errors, RSS printed every second (bench/io_soak.c).
-soak: $(BUILD)/bench/io_soak$(EXE)
-	$(BUILD)/bench/io_soak
+# zero errors, RSS printed every second (bench/io_soak.c); then the random-
+# operation stress (test_chan.c) and the I/O cancel stress (test_io_stress_posix.c),
+# which `make check` runs for a few seconds each, for SOAK_SECONDS each.
+SOAK_SECONDS ?= 60
+soak: $(BUILD)/bench/io_soak$(EXE) $(TEST_BIN)
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BUILD)/bench/io_soak
+	WEFT_STRESS_SECONDS=$(SOAK_SECONDS) WEFT_IO_STRESS_SECONDS=$(SOAK_SECONDS) WEFT_TEST_TIME_SCALE=$$(( $(SOAK_SECONDS) / 10 + 1 )) \
+	    $(TEST_BIN) -j 1 stress_100k io_cancel_stress
 
 # The network demo (tools/demo.sh) when the I/O examples exist; the fiber demo before.
 demo: deps-demo all
