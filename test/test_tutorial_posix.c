@@ -10,14 +10,19 @@
  * assertion leaves no server behind. The steps that do I/O run once per
  * backend (IO_TEST: WEFT_IO, inherited by the child).
  *
+ * The chapter's quotes are checked too (tutorial_quotes_its_programs):
+ * every line of code it shows is in the program of its step.
+ *
  * Under qemu-user a guest's execve of another guest binary needs
  * binfmt_misc, which the emulated test cannot count on: skipped there.
  */
 #define _GNU_SOURCE
 #include "test_io.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -281,4 +286,93 @@ IO_TEST(tutorial_6_dump)
     ASSERT_EQ(sscanf(p, "parked on fd %d read, for ", &fd), 1);
     ASSERT_GT(fd, 2);
     ASSERT_CONTAINS(p, " read, for ");
+}
+
+/* Read a whole file into a malloc'd string; fails the test if it cannot. */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        test_fail(__FILE__, __LINE__, "%s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    ASSERT(buf != NULL);
+    size_t n;
+    while ((n = fread(buf + len, 1, cap - 1 - len, f)) > 0) {
+        len += n;
+        if (len == cap - 1) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            ASSERT(buf != NULL);
+        }
+    }
+    fclose(f);
+    buf[len] = 0;
+    return buf;
+}
+
+/* Does text have a line that, leading and trailing blanks aside, is line? */
+static int has_line(const char *text, const char *line, size_t len)
+{
+    for (const char *p = text; *p;) {
+        const char *end = strchr(p, '\n');
+        if (!end)
+            end = p + strlen(p);
+        const char *a = p, *b = end;
+        while (a < b && isspace((unsigned char)*a))
+            a++;
+        while (b > a && isspace((unsigned char)b[-1]))
+            b--;
+        if ((size_t)(b - a) == len && memcmp(a, line, len) == 0)
+            return 1;
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+/* The code docs/tutorial.md quotes under "## Step N" is the code of
+ * examples/tutorial_N_*.c, line for line: a line may be left out (the
+ * chapter elides with "..."), never changed. The tests run from the top of
+ * the tree (make check). */
+TEST(tutorial_quotes_its_programs)
+{
+    char *doc = slurp("docs/tutorial.md");
+    char *prog = NULL;
+    int step = 0, in_c = 0, lineno = 0, checked = 0;
+    for (char *p = doc, *next; *p; p = next) {
+        char *end = strchr(p, '\n');
+        next = end ? end + 1 : p + strlen(p);
+        if (end)
+            *end = 0;
+        lineno++;
+        if (!in_c && sscanf(p, "## Step %d", &step) == 1) {
+            char pat[64];
+            glob_t g;
+            snprintf(pat, sizeof pat, "examples/tutorial_%d_*.c", step);
+            ASSERT_EQ(glob(pat, 0, NULL, &g), 0);
+            ASSERT_EQ(g.gl_pathc, 1);
+            free(prog);
+            prog = slurp(g.gl_pathv[0]);
+            globfree(&g);
+        } else if (strncmp(p, "```", 3) == 0) {
+            in_c = !in_c && strcmp(p, "```c") == 0;
+        } else if (in_c) {
+            const char *a = p, *b = p + strlen(p);
+            while (a < b && isspace((unsigned char)*a))
+                a++;
+            while (b > a && isspace((unsigned char)b[-1]))
+                b--;
+            if (a == b || strstr(a, "..."))
+                continue;   /* blank, or elided */
+            if (!prog)
+                test_fail(__FILE__, __LINE__, "docs/tutorial.md:%d: code before the first step", lineno);
+            if (!has_line(prog, a, (size_t)(b - a)))
+                test_fail(__FILE__, __LINE__, "docs/tutorial.md:%d: step %d's program has no line \"%.*s\"",
+                          lineno, step, (int)(b - a), a);
+            checked++;
+        }
+    }
+    ASSERT_GT(checked, 150);   /* the chapter does quote its programs */
+    free(prog);
+    free(doc);
 }
