@@ -97,4 +97,8 @@ int test_child(void (*fn)(void *), void *arg, char *out, size_t outsz);
 /* In a process a test forks itself: die when the test's process does. */
 void die_with_parent(void);
 
+/* The built example build/examples/NAME into out, found from the test
+ * binary's own path; fails the test if it is not there (POSIX only). */
+void example_path(const char *name, char *out, size_t cap);
+
 #endif

@@ -25,8 +25,8 @@ static int under_qemu(void)
     return q && strcmp(q, "0") != 0;
 }
 
-/* build/examples/NAME, found from this test binary's own path. */
-static void example_path(const char *name, char *out, size_t cap)
+/* build/examples/NAME, found from this test binary's own path (test.h). */
+void example_path(const char *name, char *out, size_t cap)
 {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
