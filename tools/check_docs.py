@@ -14,7 +14,9 @@ Reads README.md and docs/*.md and checks what they put in `backticks`:
     word in the sources (include/, src/, test/, tools/, bench/, examples/,
     the Makefile), or a test of that name is registered (a test of an I/O
     test pair is named with its _epoll / _uring suffix);
-  - `make TARGET`: the Makefile has the target.
+  - `make TARGET`: the Makefile has the target;
+  - `FILE:NAME` (src/io/epoll.c:epoll_io, sched.c:find_runnable): the file
+    exists (a path, or a bare name some file has) and NAME occurs in it.
 
 A name that is not ours (a libc or kernel name, another library's) is
 listed in FOREIGN below, once, with where it comes from. Prints each name
@@ -106,6 +108,7 @@ FILE_RE = re.compile(r"^[\w+-]+\.(?:c|h|S|py|sh|go|md|pml|svg|supp)$")
 CALL_RE = re.compile(r"^([A-Za-z_]\w*)\(\)$")
 IDENT_RE = re.compile(r"^([A-Za-z_]\w*_\w*)$")
 MAKE_RE = re.compile(r"^make ((?:[\w-]+ ?)+)$")
+WHERE_RE = re.compile(r"^((?:[\w.+-]+/)*[\w+-]+\.(?:c|h|S|py|sh)):([A-Za-z_]\w*)$")
 
 
 def tree_files():
@@ -158,7 +161,19 @@ def main():
             for tok in re.findall(r"`([^`\n]+)`", line):
                 tok = tok.strip()
                 what = None
-                if PATH_RE.match(tok):
+                where = WHERE_RE.match(tok)
+                if where:
+                    checked += 1
+                    path, name = where.groups()
+                    hits = [path] if "/" in path else [f for f in files if os.path.basename(f) == path]
+                    hits = [f for f in hits if os.path.isfile(os.path.join(ROOT, f))]
+                    if not hits:
+                        what = "no such file"
+                    elif not any(re.search(r"\b%s\b" % re.escape(name),
+                                           open(os.path.join(ROOT, f), encoding="utf-8", errors="replace").read())
+                                 for f in hits):
+                        what = "%s is not in %s" % (name, path)
+                elif PATH_RE.match(tok):
                     checked += 1
                     if not os.path.exists(os.path.join(ROOT, tok.rstrip("/"))):
                         what = "no such file or folder"
