@@ -68,7 +68,14 @@ typedef struct weft_config {
  * every other fiber finished: fibers still alive then are cancelled and
  * joined. No thread, fiber, stack or fd of the runtime outlives the call; it
  * may be called again afterwards. From inside a fiber, or while another
- * runtime is running: -EBUSY. *ret receives main_fn's result. */
+ * runtime is running (or starting, or stopping): -EBUSY. *ret receives
+ * main_fn's result.
+ *
+ * Plain threads (not fibers) may call weft_spawn, weft_stats and weft_dump
+ * at any moment, also while weft_run starts or ends: each call is either
+ * admitted to a runtime that cannot end under it, or refused with -EPERM
+ * (spawns: from the moment main_fn returns; stats and dump: once every
+ * fiber is gone). See docs/scheduler.md, "Start-up and shutdown". */
 WEFT_API int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg, void **ret);
 
 /* ----------------------------------------------------------------- fibers */
@@ -87,7 +94,11 @@ enum {
 };
 
 /* pthread_create's shape. f may be NULL only with WEFT_DETACHED.
- * -EPERM outside a running runtime, -EINVAL on a bad attr, -ENOMEM. */
+ * -EPERM outside a running runtime, -EINVAL on a bad attr, -ENOMEM.
+ * From a plain thread: accepted only while the runtime runs main_fn (such a
+ * fiber runs, and is cancelled and joined with the others before weft_run
+ * returns, like any fiber), -EPERM while weft_run starts up and once main_fn
+ * has returned. From a fiber it is never refused for that reason. */
 WEFT_API int  weft_spawn(weft_fiber **f, const weft_attr *attr, void *(*fn)(void *), void *arg);
 /* -EDEADLK on self, -EINVAL if detached or already joined, -ECANCELED if the
  * caller was cancelled (f stays joinable), -ETIMEDOUT past the deadline. */
@@ -255,7 +266,9 @@ WEFT_API int weft_backtrace_print(int fd, void *const *pcs, int n);
  * runnable, or parked on what and since when), stack size and high-water
  * mark, and the backtrace of each one not running. Also on a signal:
  * env WEFT_DUMP_SIGNAL (number or name, default SIGQUIT, "0" none) makes
- * the runtime dump to stderr and carry on. -EPERM outside a runtime. */
+ * the runtime dump to stderr and carry on. -EPERM outside a runtime: from
+ * a plain thread, before weft_run has started its workers and after its
+ * fibers are all gone (a dump in progress holds the teardown back). */
 WEFT_API int weft_dump(int fd);
 
 /* Counters since weft_run began. Per-worker entries for the first
@@ -281,7 +294,9 @@ typedef struct weft_stats {
     weft_worker_stats total;
     weft_worker_stats worker[WEFT_STATS_WORKERS];
 } weft_stats_t;
-/* Fill *st. -EINVAL for NULL, -EPERM outside a runtime. */
+/* Fill *st. -EINVAL for NULL, -EPERM outside a runtime (for a plain
+ * thread: the same moments as weft_dump). Safe from any thread at any
+ * time. */
 WEFT_API int weft_stats(weft_stats_t *st);
 
 #ifdef __cplusplus

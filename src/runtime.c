@@ -15,8 +15,10 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg, void *
         return -EINVAL;
     if (weft__cur_fiber())
         return -EBUSY;
-    int zero = 0;
-    if (!atomic_compare_exchange_strong(&weft__rt.running, &zero, 1))
+    /* The phases and the gates of plain threads: START-UP AND SHUTDOWN in
+     * src/sched/sched.c. */
+    uint32_t stopped = WEFT_RT_STOPPED;
+    if (!atomic_compare_exchange_strong(&weft__rt.phase, &stopped, WEFT_RT_STARTING))
         return -EBUSY;
     const struct weft__poller *poller = NULL;
     int err = weft__io_start(cfg, &poller);
@@ -24,6 +26,6 @@ int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg, void *
         err = weft__sched_run(cfg, poller, main_fn, arg, ret);
         weft__io_stop();
     }
-    atomic_store(&weft__rt.running, 0);
+    atomic_store(&weft__rt.phase, WEFT_RT_STOPPED);
     return err;
 }

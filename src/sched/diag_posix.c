@@ -458,6 +458,10 @@ int weft__diag_os_start(void)
 void weft__diag_os_stop(void)
 {
     dump_stop();
+    /* Every worker has stopped: the next runtime's threads record
+     * themselves afresh, and until they have, nobody signals a thread
+     * that is gone (worker_thread). */
+    memset(worker_lwp, 0, sizeof worker_lwp);
     if (urg_installed) {
         sigaction(SIGURG, &old_urg, NULL);
         urg_installed = 0;

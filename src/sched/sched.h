@@ -227,7 +227,7 @@ void weft__yield(weft_fiber *self);
 unsigned weft__nworkers(void);
 weft__worker *weft__worker_at(unsigned i);
 int  weft__worker_index(const weft__worker *w);
-bool weft__running(void);          /* a runtime is up */
+bool weft__running(void);          /* RUNNING or DRAINING: a hint only, plain threads use the gates (worker.h) */
 bool weft__debug_migrate(void);
 
 /* Threads of the blocking pool, kept up to date by src/io (weft_stats). */

@@ -88,8 +88,22 @@ struct weft__worker {
     void *tsan_fiber;
 };
 
+/* The phases of a runtime's life (rt.phase; see START-UP AND SHUTDOWN in
+ * sched.c). Only weft_run's thread and the worker that runs main to its end
+ * change it. */
+enum weft__phase {
+    WEFT_RT_STOPPED = 0,    /* no runtime: weft_run may start one */
+    WEFT_RT_STARTING,       /* weft_run is building it: nothing runs yet */
+    WEFT_RT_RUNNING,        /* main runs: plain threads may spawn and read */
+    WEFT_RT_DRAINING,       /* main returned: no more spawns from plain threads */
+    WEFT_RT_STOPPING        /* every fiber and worker is gone: records are freed */
+};
+
 struct weft__rt {
-    _Atomic int running;            /* weft_run in progress */
+    _Atomic uint32_t phase;         /* enum weft__phase; futex word for starting workers */
+    _Atomic uint32_t outside;       /* plain threads inside the queues (spawn, ready) */
+    _Atomic uint32_t readers;       /* plain threads reading the records (stats, dump);
+                                       futex word for the teardown */
     weft__worker *workers;
     unsigned n;
     size_t stack_size;
@@ -119,6 +133,15 @@ struct weft__rt {
 };
 
 extern struct weft__rt weft__rt;
+
+/* The gates of plain threads (not workers) into a runtime: see START-UP AND
+ * SHUTDOWN in sched.c. enter is false, and nothing is held, when the phase
+ * does not admit the caller: a spawn only while RUNNING, a reader while
+ * RUNNING or DRAINING. */
+bool weft__outside_enter(void);
+void weft__outside_leave(void);
+bool weft__reader_enter(void);
+void weft__reader_leave(void);
 
 /* sched.c */
 void weft__switch_out(weft_fiber *self, int post);
