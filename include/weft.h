@@ -75,7 +75,19 @@ typedef struct weft_config {
  * at any moment, also while weft_run starts or ends: each call is either
  * admitted to a runtime that cannot end under it, or refused with -EPERM
  * (spawns: from the moment main_fn returns; stats and dump: once every
- * fiber is gone). See docs/scheduler.md, "Start-up and shutdown". */
+ * fiber is gone). See docs/scheduler.md, "Start-up and shutdown".
+ *
+ * fork(): the child has one thread, the caller's, and no runtime, even if
+ * the parent had one running (its workers, pool and diagnostics threads are
+ * not in the child; what they held is leaked there, not freed). The child
+ * may call weft_run again, including from the code of a fiber that called
+ * fork(), which in the child runs as a plain thread: weft_self() is NULL,
+ * the weft calls behave as from a plain thread outside any runtime, and
+ * that function must not return (end the child with _exit or exec, as after
+ * any fork of a threaded program). Fiber handles, and sync objects and
+ * channels that the parent's fibers were waiting on, are the parent's: do
+ * not use them in the child. fds that the parent's runtime used are as
+ * fork() shares them (O_NONBLOCK set by weft stays set on both sides). */
 WEFT_API int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg, void **ret);
 
 /* ----------------------------------------------------------------- fibers */

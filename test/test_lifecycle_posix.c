@@ -1,8 +1,9 @@
 /*
  * The runtime's start-up and shutdown seen from outside: plain threads that
  * spawn fibers and read the counters while weft_run starts and ends over
- * and over, and a worker thread that cannot be created (see "Start-up and
- * shutdown" in docs/scheduler.md).
+ * and over, a worker thread that cannot be created, and fork() from a fiber
+ * and from a plain thread while a runtime runs (see "START-UP AND SHUTDOWN"
+ * in docs/scheduler.md).
  */
 #define _GNU_SOURCE
 #include "test.h"
@@ -245,6 +246,162 @@ TEST(lifecycle_outside_callers_across_start_and_stop)
            runs, (unsigned long long)accepted, (unsigned long long)atomic_load(&h.refused),
            (unsigned long long)atomic_load(&h.stats_ok),
            (unsigned long long)atomic_load(&h.dumps_ok), (unsigned long long)atomic_load(&handed));
+}
+
+/* ------------------------------------------------------------------ fork */
+
+static void *pipe_writer(void *arg)
+{
+    int fd = *(int *)arg;
+    if (weft_sleep(5 * 1000000ull) != 0)
+        return (void *)0;
+    return (void *)(uintptr_t)(weft_write(fd, "ping", 4) == 4);
+}
+
+/* A fiber that sleeps and writes a pipe, and the main fiber that reads it. */
+static void *child_main(void *arg)
+{
+    (void)arg;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return (void *)0;
+    weft_fiber *w;
+    if (weft_spawn(&w, NULL, pipe_writer, &p[1]) != 0)
+        return (void *)0;
+    char buf[4] = { 0 };
+    ssize_t n = weft_read(p[0], buf, sizeof buf);
+    void *wrote = NULL;
+    if (weft_join(w, &wrote) != 0)
+        return (void *)0;
+    weft_close(p[0]);
+    weft_close(p[1]);
+    return (void *)(uintptr_t)(n == 4 && !memcmp(buf, "ping", 4) && wrote == (void *)1);
+}
+
+/* In the child of a fork() taken while a runtime ran: an exit status. */
+static int child_runs_runtimes(void)
+{
+    alarm(20);   /* never outlive the test, whatever goes wrong */
+    if (weft_self() != NULL)
+        return 10;   /* the forking fiber's code runs as a plain thread's now */
+    weft_stats_t st;
+    if (weft_stats(&st) != -EPERM || weft_spawn(NULL, &(weft_attr){ .flags = WEFT_DETACHED },
+                                                child_fiber, NULL) != -EPERM)
+        return 11;   /* no runtime is left */
+    /* TSan stops a child of a multithreaded parent that starts threads */
+    weft_config cfg = { .workers = UNDER_TSAN ? 1 : 2, .watchdog_ms = -1u };
+    for (int i = 0; i < 2; i++) {
+        void *ret = NULL;
+        int r = weft_run(&cfg, child_main, NULL, &ret);
+        if (r != 0)
+            return 20 + i;
+        if (ret != (void *)1)
+            return 30 + i;
+    }
+    return 0;
+}
+
+static _Atomic int ticks;
+
+static void *ticker(void *arg)
+{
+    (void)arg;
+    while (weft_sleep(1000000) == 0)
+        atomic_fetch_add(&ticks, 1);
+    return NULL;
+}
+
+/* Wait for pid without blocking the worker: the parent's runtime goes on. */
+static int wait_child(pid_t pid)
+{
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            break;
+        ASSERT_EQ(r, 0);
+        weft_sleep(1000000);
+    }
+    if (!WIFEXITED(status))
+        test_fail(__FILE__, __LINE__, "child died: status %#x", status);
+    return WEXITSTATUS(status);
+}
+
+/* The parent's runtime after the fork: its I/O and timers work, and the
+ * ticker ends with it. */
+static void parent_goes_on(weft_fiber *ticker_fiber)
+{
+    void *ok = child_main(NULL);
+    ASSERT_PTR_EQ(ok, (void *)1);
+    weft_cancel(ticker_fiber);
+    ASSERT_EQ(weft_join(ticker_fiber, NULL), 0);
+}
+
+static void *fork_in_fiber_main(void *arg)
+{
+    (void)arg;
+    weft_fiber *t;
+    ASSERT_EQ(weft_spawn(&t, NULL, ticker, NULL), 0);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(child_runs_runtimes());
+    ASSERT_GT(pid, 0);
+    int before = atomic_load(&ticks);
+    ASSERT_EQ(wait_child(pid), 0);
+    /* the parent kept running meanwhile, and still does */
+    ASSERT_GT(atomic_load(&ticks), before);
+    ASSERT_EQ(weft_run(NULL, child_main, NULL, NULL), -EBUSY);
+    parent_goes_on(t);
+    return NULL;
+}
+
+/* fork() from a fiber: the child can start runtimes of its own. */
+IO_TEST(lifecycle_fork_in_fiber)
+{
+    setenv("WEFT_DUMP_SIGNAL", "0", 1);   /* no dump thread: see child_runs_runtimes */
+    weft_config cfg = { .workers = 2, .watchdog_ms = -1u };
+    ASSERT_EQ(weft_run(&cfg, fork_in_fiber_main, NULL, NULL), 0);
+    ASSERT_EQ(weft_run(&cfg, child_main, NULL, NULL), 0);   /* and so can the parent */
+}
+
+static _Atomic int forked_status = -1;
+
+static void *forking_thread(void *arg)
+{
+    (void)arg;
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(child_runs_runtimes());
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        atomic_store(&forked_status, 100);
+    else
+        atomic_store(&forked_status, WIFEXITED(status) ? WEXITSTATUS(status) : 200);
+    return NULL;
+}
+
+static void *fork_from_thread_main(void *arg)
+{
+    (void)arg;
+    weft_fiber *t;
+    ASSERT_EQ(weft_spawn(&t, NULL, ticker, NULL), 0);
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, forking_thread, NULL), 0);
+    while (atomic_load(&forked_status) < 0)
+        weft_sleep(1000000);
+    pthread_join(th, NULL);   /* it has returned: no wait */
+    int status = atomic_load(&forked_status);
+    ASSERT_EQ(status, 0);
+    parent_goes_on(t);
+    return NULL;
+}
+
+/* fork() from a plain thread while a runtime runs on others. */
+IO_TEST(lifecycle_fork_from_plain_thread)
+{
+    setenv("WEFT_DUMP_SIGNAL", "0", 1);
+    weft_config cfg = { .workers = 2, .watchdog_ms = -1u };
+    ASSERT_EQ(weft_run(&cfg, fork_from_thread_main, NULL, NULL), 0);
 }
 
 /* ------------------------------------------- a worker that cannot start */

@@ -69,6 +69,11 @@ struct fls_slot { void *v; unsigned gen; };
 static struct { unsigned gen; void (*dtor)(void *); } keys[KEYS_MAX];   /* gen odd: in use */
 static weft__lock keys_lock = WEFT__LOCK_INIT;
 
+void weft__fiber_atfork_child(void)
+{
+    weft__lock_init(&keys_lock);   /* keys stay: the child's fibers use them too */
+}
+
 int weft_key_create(weft_key *key, void (*destructor)(void *))
 {
     if (!key)

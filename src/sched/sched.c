@@ -1438,6 +1438,27 @@ static void shutdown_all(void)
     }
 }
 
+/* In the child of a fork() (POSIX; runtime.c calls it with the rest of the
+ * child's reset). The child has one thread, the one that forked: a worker
+ * whose fiber called fork(), or a plain thread. The other workers, the
+ * pool, the watchdog and the dump thread are not in it, and they may have
+ * held any of our locks. Forget the runtime without freeing anything: the
+ * calling thread may be running on a fiber's stack, and the records others
+ * were using are as fork copied them, mid-change. What is lost is leaked,
+ * in the child only. The caller is a plain thread from here on. The
+ * POSIX-only parts (signals, stacks) are reset beside this, in runtime.c. */
+void weft__sched_atfork_child(void)
+{
+    struct weft__rt *rt = &weft__rt;
+    weft__tls_set(NULL);
+    uint64_t id = atomic_load(&rt->next_id);   /* ids stay unique in the process */
+    memset(rt, 0, sizeof *rt);                 /* phase STOPPED, no workers, no counts */
+    atomic_store(&rt->next_id, id);
+    weft__fiber_atfork_child();
+    weft__trace_atfork_child();
+    weft__watchdog_atfork_child();
+}
+
 static unsigned env_unsigned(const char *name, unsigned dflt)
 {
     const char *s = getenv(name);

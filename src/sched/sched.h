@@ -254,6 +254,9 @@ struct weft__poller {
     void (*wake)(void);
 };
 
+/* POSIX, in the child of a fork(): forget the runtime (see sched.c). */
+void weft__sched_atfork_child(void);
+
 /* Start workers and run main_fn as the first fiber (see weft_run). */
 int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
                     void *(*main_fn)(void *), void *arg, void **ret);

@@ -155,6 +155,7 @@ int64_t weft__live_fibers(void);   /* sched.c: spawned and not yet returned */
 /* fiber.c */
 void weft__fiber_finish(weft__worker *w, weft_fiber *f);   /* on the worker's stack, after exit */
 void weft__fiber_free(weft__worker *w, weft_fiber *f);
+void weft__fiber_atfork_child(void);
 
 /* crash.c: the report, NUL-terminated; its length. overflow: say so even
  * if addr is not in f's guard (Windows reports some overflows by code). */
@@ -168,6 +169,7 @@ void weft__crash_install(void);
 void weft__crash_uninstall(void);
 void weft__crash_thread_init(weft__worker *w);
 void weft__crash_thread_fini(weft__worker *w);
+void weft__crash_atfork_child(void);   /* POSIX: see weft__sched_atfork_child */
 
 /* sanitizer hooks (san.h) are static inline in sched.c and fiber.c */
 
