@@ -224,9 +224,13 @@ void weft__spin_lock_slow(weft__spin *l)
 
 /* ---------------------------------------------- gates for plain threads */
 
-/* See START-UP AND SHUTDOWN above. */
+/* See START-UP AND SHUTDOWN above. The first look at the phase only spares
+ * the count a refused caller's visit: the end of a runtime waits while the
+ * count is not zero, and a thread spawning in a loop would keep it so. */
 bool weft__outside_enter(void)
 {
+    if (atomic_load_explicit(&weft__rt.phase, memory_order_relaxed) != WEFT_RT_RUNNING)
+        return false;
     atomic_fetch_add(&weft__rt.outside, 1);
     if (atomic_load(&weft__rt.phase) == WEFT_RT_RUNNING)
         return true;
@@ -241,8 +245,11 @@ void weft__outside_leave(void)
 
 bool weft__reader_enter(void)
 {
+    uint32_t p = atomic_load_explicit(&weft__rt.phase, memory_order_relaxed);
+    if (p != WEFT_RT_RUNNING && p != WEFT_RT_DRAINING)
+        return false;
     atomic_fetch_add(&weft__rt.readers, 1);
-    uint32_t p = atomic_load(&weft__rt.phase);
+    p = atomic_load(&weft__rt.phase);
     if (p == WEFT_RT_RUNNING || p == WEFT_RT_DRAINING)
         return true;
     weft__reader_leave();
