@@ -227,6 +227,15 @@ void weft__yield(weft_fiber *self);
 unsigned weft__nworkers(void);
 weft__worker *weft__worker_at(unsigned i);
 int  weft__worker_index(const weft__worker *w);
+/* The gates of plain threads (not workers) into a runtime: see START-UP AND
+ * SHUTDOWN in sched.c. enter is false, and nothing is held, when the phase
+ * does not admit the caller: outside (queueing fibers) only while RUNNING,
+ * a reader (anything that reads the runtime's records, which are freed at
+ * the end) while RUNNING or DRAINING. Workers' threads need neither. */
+bool weft__outside_enter(void);
+void weft__outside_leave(void);
+bool weft__reader_enter(void);
+void weft__reader_leave(void);
 bool weft__running(void);          /* RUNNING or DRAINING: a hint only, plain threads use the gates (worker.h) */
 bool weft__debug_migrate(void);
 

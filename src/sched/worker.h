@@ -134,15 +134,6 @@ struct weft__rt {
 
 extern struct weft__rt weft__rt;
 
-/* The gates of plain threads (not workers) into a runtime: see START-UP AND
- * SHUTDOWN in sched.c. enter is false, and nothing is held, when the phase
- * does not admit the caller: a spawn only while RUNNING, a reader while
- * RUNNING or DRAINING. */
-bool weft__outside_enter(void);
-void weft__outside_leave(void);
-bool weft__reader_enter(void);
-void weft__reader_leave(void);
-
 /* sched.c */
 void weft__switch_out(weft_fiber *self, int post);
 void weft__fiber_entry_finish(weft_fiber *self, weft_fiber *prev);   /* a fresh fiber's first steps */
