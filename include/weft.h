@@ -79,7 +79,26 @@ typedef struct weft_config {
  * every other fiber finished: fibers still alive then are cancelled and
  * joined. No thread, fiber, stack or fd of the runtime outlives the call; it
  * may be called again afterwards. From inside a fiber, or while another
- * runtime is running: -EBUSY. *ret receives main_fn's result. */
+ * runtime is running (or starting, or stopping): -EBUSY. *ret receives
+ * main_fn's result.
+ *
+ * Plain threads (not fibers) may call weft_spawn, weft_stats and weft_dump
+ * at any moment, also while weft_run starts or ends: each call is either
+ * admitted to a runtime that cannot end under it, or refused with -EPERM
+ * (spawns: from the moment main_fn returns; stats and dump: once every
+ * fiber is gone). See docs/scheduler.md, "Start-up and shutdown".
+ *
+ * fork(): the child has one thread, the caller's, and no runtime, even if
+ * the parent had one running (its workers, pool and diagnostics threads are
+ * not in the child; what they held is leaked there, not freed). The child
+ * may call weft_run again, including from the code of a fiber that called
+ * fork(), which in the child runs as a plain thread: weft_self() is NULL,
+ * the weft calls behave as from a plain thread outside any runtime, and
+ * that function must not return (end the child with _exit or exec, as after
+ * any fork of a threaded program). Fiber handles, and sync objects and
+ * channels that the parent's fibers were waiting on, are the parent's: do
+ * not use them in the child. fds that the parent's runtime used are as
+ * fork() shares them (O_NONBLOCK set by weft stays set on both sides). */
 WEFT_API int weft_run(const weft_config *cfg, void *(*main_fn)(void *), void *arg, void **ret);
 
 /* ----------------------------------------------------------------- fibers */
@@ -99,7 +118,11 @@ enum {
 
 /* pthread_create's shape. f may be NULL only with WEFT_DETACHED.
  * -EPERM outside a running runtime, -EINVAL on a bad attr, -ENOMEM.
- * From any thread, never from a signal handler (see the top). */
+ * From a plain thread: accepted only while the runtime runs main_fn (such a
+ * fiber runs, and is cancelled and joined with the others before weft_run
+ * returns, like any fiber), -EPERM while weft_run starts up and once main_fn
+ * has returned. From a fiber it is never refused for that reason. Never from
+ * a signal handler (see the top). */
 WEFT_API int  weft_spawn(weft_fiber **f, const weft_attr *attr, void *(*fn)(void *), void *arg);
 /* -EDEADLK on self, -EINVAL if detached or already joined, -ECANCELED if the
  * caller was cancelled (f stays joinable), -ETIMEDOUT past the deadline. */
@@ -321,7 +344,9 @@ WEFT_API int weft_backtrace_print(int fd, void *const *pcs, int n);
  * the runtime dump to stderr and carry on (the handler only notes the
  * signal; a thread of the runtime writes the dump): use that rather than
  * calling weft_dump from a handler of your own, which is not allowed (see
- * the top). -EPERM outside a runtime.
+ * the top). -EPERM outside a runtime: from a plain thread, before weft_run
+ * has started its workers and after its fibers are all gone (a dump in
+ * progress holds the teardown back).
  * Env WEFT_DEADLOCK=1: when every fiber waits on another fiber (a join,
  * lock, condvar, semaphore, wait group, channel or select; no timer, no
  * I/O, no blocking-pool work), the runtime writes one line and this dump to
@@ -352,7 +377,9 @@ typedef struct weft_stats {
     weft_worker_stats total;
     weft_worker_stats worker[WEFT_STATS_WORKERS];
 } weft_stats_t;
-/* Fill *st. -EINVAL for NULL, -EPERM outside a runtime. */
+/* Fill *st. -EINVAL for NULL, -EPERM outside a runtime (for a plain
+ * thread: the same moments as weft_dump). Safe from any thread at any
+ * time. */
 WEFT_API int weft_stats(weft_stats_t *st);
 
 #ifdef __cplusplus

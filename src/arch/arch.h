@@ -107,6 +107,10 @@ size_t weft__stack_trim(size_t max);
 void weft__stack_each(void (*fn)(weft__stack *s, void *arg), void *arg);
 /* Unmap every stack of every pool (runtime teardown: all must be free). */
 void weft__stack_release_all(void);
+/* POSIX, in the child of a fork() (runtime.c): forget every pool without
+ * unmapping it. The caller may be running on one of those stacks, and the
+ * parent's other threads, gone in the child, may have held the lock. */
+void weft__stack_atfork_child(void);
 int  weft__stack_guard_mode(void);
 const char *weft__stack_guard_name(void);
 /* 0 if s is intact: a stack with a hardware guard always is; in canary

@@ -374,6 +374,12 @@ void weft__stack_each(void (*fn)(weft__stack *s, void *arg), void *arg)
     pthread_mutex_unlock(&lock);
 }
 
+void weft__stack_atfork_child(void)
+{
+    pthread_mutex_init(&lock, NULL);
+    pools = NULL;   /* left mapped: leaked in the child, as fork made it */
+}
+
 void weft__stack_release_all(void)
 {
     pthread_mutex_lock(&lock);

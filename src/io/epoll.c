@@ -151,6 +151,11 @@ static void epoll_fini(void)
     epfd = evfd = -1;
 }
 
+static void epoll_fork_child(void)
+{
+    epoll_fini();   /* our copies only: the set lives on in the parent */
+}
+
 static void epoll_wake(void)
 {
     if (atomic_exchange(&wake_pending, 1))
@@ -325,4 +330,5 @@ const struct weft__io_backend weft__io_epoll = {
     .io = epoll_io,
     .close = epoll_close,
     .files = false,
+    .fork_child = epoll_fork_child,
 };

@@ -73,6 +73,15 @@ void weft__fd_table_free(void)
     }
 }
 
+/* In the child of a fork(): records may be locked by threads that are not
+ * there and list operations of fibers that will never run again. Leave
+ * them; the child's next runtime starts with an empty table. */
+void weft__fd_atfork_child(void)
+{
+    for (unsigned t = 0; t < TOP_SIZE; t++)
+        atomic_store_explicit(&table[t], NULL, memory_order_relaxed);
+}
+
 void weft__fd_link(struct weft__fd *rec, weft__io_op *op)
 {
     /* op->rec was set by the caller before the operation was published

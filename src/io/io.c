@@ -122,6 +122,24 @@ void weft__io_stop(void)
 #endif
 }
 
+void weft__io_atfork_child(bool was_worker)
+{
+    const struct weft__io_backend *b = weft__io;
+    if (b && b->fork_child)
+        b->fork_child();
+    weft__io = NULL;
+    weft__fd_atfork_child();
+    weft__pool_atfork_child();
+#ifndef _WIN32
+    /* A worker's thread had SIGPIPE blocked for the runtime's sake; the
+     * child's one thread gets back the mask weft_run found. */
+    if (was_worker)
+        pthread_sigmask(SIG_SETMASK, &saved_mask, NULL);
+#else
+    (void)was_worker;
+#endif
+}
+
 const char *weft_io_backend(void)
 {
     const struct weft__io_backend *b = weft__io;

@@ -58,6 +58,10 @@
  *               have completed; their fibers wait for that themselves.
  *   files       Whether io() takes regular files (io_uring does; epoll
  *               cannot poll them, so io.c sends them to the blocking pool).
+ *   fork_child()
+ *               In the child of a fork() (POSIX): forget the kernel objects
+ *               without tearing them down (the parent still uses them),
+ *               so that the child can start a runtime of its own.
  *
  * THE FD RECORD (struct weft__fd)
  *   One per fd number, created on first use and never freed while the
@@ -105,6 +109,13 @@
 int  weft__io_start(const weft_config *cfg, const struct weft__poller **out);
 /* After every fiber has finished and every worker has stopped. */
 void weft__io_stop(void);
+/* POSIX, in the child of a fork() while a runtime ran (runtime.c): forget
+ * the backend, the fd table and the pool; restore the signal mask if the
+ * forking thread was a worker. Leaks, in the child, what the parent's
+ * threads were using; frees nothing. */
+void weft__io_atfork_child(bool was_worker);
+void weft__pool_atfork_child(void);
+void weft__fd_atfork_child(void);
 
 /* ---------------------------------------------------------- operations */
 
@@ -251,6 +262,10 @@ struct weft__io_backend {
     ssize_t (*io)(weft__io_op *op);
     void (*close)(struct weft__fd *rec, int fd);
     bool files;
+    /* POSIX, in the child of a fork() while the backend ran: close the
+     * child's copies of its fds and forget its state, touching nothing the
+     * parent still uses (an epoll set, a ring are shared with it). */
+    void (*fork_child)(void);
 };
 
 extern const struct weft__io_backend weft__io_epoll;

@@ -328,6 +328,20 @@ int weft_blocking(void *(*fn)(void *), void *arg, void **ret)
     return weft__pool_run(fn, arg, ret, true, NULL);
 }
 
+void weft__pool_atfork_child(void)
+{
+    /* Its threads are not in the child: their records and the items they
+     * ran are leaked; the next weft_blocking starts afresh. */
+    weft__lock_init(&pool.lock);
+    pool.inited = false;
+    pool.stopping = false;
+    pool.head = pool.tail = NULL;
+    pool.nthreads = pool.nidle = 0;
+    pool.live = pool.zombies = NULL;
+    atomic_store(&pool.seq, 0);
+    atomic_store(&weft__pool_threads, 0);
+}
+
 void weft__pool_stop(void)
 {
     weft__lock_acquire(&pool.lock);

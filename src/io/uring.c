@@ -42,6 +42,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sched.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -143,6 +144,16 @@ static void uring_fini(void)
     close(evfd);
     evfd = -1;
     weft__lock_destroy(&sq_lock);
+}
+
+static void uring_fork_child(void)
+{
+    /* Not io_uring_queue_exit: the rings' memory may be shared with the
+     * parent. Close our fds, leave the mappings to the child's exit. */
+    close(ring.ring_fd);   /* the only fd of the ring: we register none */
+    memset(&ring, 0, sizeof ring);
+    close(evfd);
+    evfd = -1;
 }
 
 static void uring_wake(void)
@@ -369,4 +380,5 @@ const struct weft__io_backend weft__io_uring = {
     .io = uring_io,
     .close = uring_close,
     .files = true,
+    .fork_child = uring_fork_child,
 };

@@ -64,6 +64,14 @@ void weft__crash_uninstall(void)
     sigaction(SIGBUS, &old_bus, NULL);
 }
 
+void weft__crash_atfork_child(void)
+{
+    if (!installed)
+        return;
+    installed = 1;
+    weft__crash_uninstall();
+}
+
 void weft__crash_thread_init(weft__worker *w)
 {
     stack_t old;

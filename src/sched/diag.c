@@ -316,15 +316,33 @@ static void dump_one(weft_fiber *f, void *arg)
         weft__text_backtrace(t, pcs, n);
 }
 
+/* A plain thread reads the runtime's records only inside the readers'
+ * gate, which the teardown waits on before it frees them (sched.c, START-UP
+ * AND SHUTDOWN). A worker's thread needs none: the runtime outlives it. */
+static bool read_begin(bool *gated)
+{
+    *gated = weft__cur_worker() == NULL;
+    return !*gated || weft__reader_enter();
+}
+
+static void read_end(bool gated)
+{
+    if (gated)
+        weft__reader_leave();
+}
+
 __attribute__((noinline)) int weft_dump(int fd)
 {
     if (fd < 0)
         return -EINVAL;
-    if (!weft__running() || !weft__rt.workers)
+    bool gated;
+    if (!read_begin(&gated))
         return -EPERM;
     struct dump *d = calloc(1, sizeof *d);
-    if (!d)
+    if (!d) {
+        read_end(gated);
         return -ENOMEM;
+    }
     d->self_n = weft__unwind_self(d->self_pcs, DUMP_FRAMES, 1);
     struct weft__text *t = &d->t;
     int64_t nlive = weft__live_fibers();
@@ -341,6 +359,7 @@ __attribute__((noinline)) int weft_dump(int fd)
                           (unsigned long long)atomic_load(&w->st.parks));
     }
     weft__each_fiber(dump_one, d);
+    read_end(gated);
     weft__text_printf(t, "weft: end of dump\n");
     int err = t->oom ? -ENOMEM : 0;
     weft__text_write(t, fd);
@@ -354,7 +373,8 @@ int weft_stats(weft_stats_t *st)
 {
     if (!st)
         return -EINVAL;
-    if (!weft__running() || !weft__rt.workers)
+    bool gated;
+    if (!read_begin(&gated))
         return -EPERM;
     memset(st, 0, sizeof *st);
     st->workers = weft__rt.n;
@@ -387,6 +407,7 @@ int weft_stats(weft_stats_t *st)
         st->total.exited += s.exited;
         st->total.timers_fired += s.timers_fired;
     }
+    read_end(gated);
     return 0;
 }
 

@@ -35,6 +35,9 @@ void weft__text_write(struct weft__text *t, int fd);   /* writes and frees */
 void weft__diag_thread_init(weft__worker *w);          /* on each worker thread */
 int  weft__diag_os_start(void);                        /* dump signal, crash hooks */
 void weft__diag_os_stop(void);
+/* POSIX, in the child of a fork(): the dump thread is gone; restore the
+ * signals' dispositions without joining it. */
+void weft__diag_os_atfork_child(void);
 /* Backtrace of whatever fiber runs on worker w right now, taken by w's own
  * thread (a signal on POSIX). Returns the count, 0 if f no longer runs
  * there, or -errno (-ETIMEDOUT if the thread did not answer). */
@@ -50,6 +53,7 @@ int     weft__diag_thread_preempted(weft__worker *w);
 extern int weft__trace_on;
 int  weft__trace_start(void);
 void weft__trace_stop(void);
+void weft__trace_atfork_child(void);
 /* w is about to switch from prev to next (either may be NULL: the loop);
  * w->post says why prev stops. */
 void weft__trace_switch(weft__worker *w, weft_fiber *prev, weft_fiber *next);
@@ -60,6 +64,7 @@ extern _Atomic uint32_t weft__wd_sleeping;
 void weft__watchdog_kick(void);    /* a worker left the idle list */
 int  weft__watchdog_start(const weft_config *cfg);
 void weft__watchdog_stop(void);
+void weft__watchdog_atfork_child(void);
 extern _Atomic uint64_t weft__wd_reports, weft__wd_moved;
 
 /* deadlock.c: WEFT_DEADLOCK=1. The last worker to go idle, with no timer

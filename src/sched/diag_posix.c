@@ -435,6 +435,38 @@ int weft__diag_capture_running(weft__worker *w, weft_fiber *f, void **pcs, int m
 
 /* ------------------------------------------------------------ start/stop */
 
+/* Every worker has stopped (or, in a fork child, is not there): give the
+ * signals back. The next runtime's threads record themselves afresh, and
+ * until they have, nobody signals a thread that is gone (worker_thread). */
+static void forget_workers(void)
+{
+    memset(worker_lwp, 0, sizeof worker_lwp);
+    if (urg_installed) {
+        sigaction(SIGURG, &old_urg, NULL);
+        urg_installed = 0;
+    }
+    if (fatal_installed) {
+        for (size_t k = 0; k < NFATAL; k++)
+            sigaction(fatal_sigs[k], &old_fatal[k], NULL);
+        fatal_installed = 0;
+    }
+    weft__crash_report_hook = NULL;
+}
+
+void weft__diag_os_atfork_child(void)
+{
+    /* The dump thread is gone: give the signal back, close our ends. */
+    if (dump_running) {
+        sigaction(dump_sig, &old_dump, NULL);
+        close(dump_pipe[0]);
+        close(dump_pipe[1]);
+        dump_pipe[0] = dump_pipe[1] = -1;
+        dump_running = 0;
+    }
+    atomic_store(&cap.state, CAP_IDLE);
+    forget_workers();
+}
+
 int weft__diag_os_start(void)
 {
     weft__unwind_prepare();   /* symbol tables for crash reports, mapped now */
@@ -458,15 +490,6 @@ int weft__diag_os_start(void)
 void weft__diag_os_stop(void)
 {
     dump_stop();
-    if (urg_installed) {
-        sigaction(SIGURG, &old_urg, NULL);
-        urg_installed = 0;
-    }
-    if (fatal_installed) {
-        for (size_t k = 0; k < NFATAL; k++)
-            sigaction(fatal_sigs[k], &old_fatal[k], NULL);
-        fatal_installed = 0;
-    }
-    weft__crash_report_hook = NULL;
+    forget_workers();
     weft__unwind_release();
 }

@@ -69,6 +69,11 @@ struct fls_slot { void *v; unsigned gen; };
 static struct { unsigned gen; void (*dtor)(void *); } keys[KEYS_MAX];   /* gen odd: in use */
 static weft__lock keys_lock = WEFT__LOCK_INIT;
 
+void weft__fiber_atfork_child(void)
+{
+    weft__lock_init(&keys_lock);   /* keys stay: the child's fibers use them too */
+}
+
 int weft_key_create(weft_key *key, void (*destructor)(void *))
 {
     if (!key)
@@ -244,10 +249,11 @@ static inline __attribute__((always_inline)) void zero_record(void *p, size_t n)
         *(uint64_t *)((char *)p + n - 8) = 0;
 }
 
-int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), void *arg)
+/* Spawn on worker w, or from a plain thread (w == NULL) that passed the
+ * outside gate (sched.c, START-UP AND SHUTDOWN). */
+static inline __attribute__((always_inline)) int
+spawn_on(weft__worker *w, weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), void *arg)
 {
-    if (!weft__running())
-        return -EPERM;
     unsigned flags = attr ? attr->flags : 0;
     if (!fn || (flags & ~(unsigned)(WEFT_DETACHED | WEFT_PINNED)))
         return -EINVAL;
@@ -257,7 +263,6 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
     if (size < WEFT_STACK_MIN || size > WEFT_STACK_MAX)
         return -EINVAL;
 
-    weft__worker *w = weft__cur_worker();
     weft__stack *s = NULL;
     int err = stack_get(w, size, &s);
     if (err < 0)
@@ -295,10 +300,40 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
         atomic_fetch_add(&weft__rt.ext_spawned, 1);
     atomic_store_explicit(&f->magic, WEFT_FIBER_MAGIC, memory_order_relaxed);
     atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_release);   /* visible to walkers */
+    if (!w) {
+        /* Main may have returned since we read cancel_all, its walk of
+         * the stacks missing f: a fence against the barrier between its
+         * two walks (weft__fiber_finish). Either it sees f, or we see
+         * cancel_all. A fiber spawning here is cancelled itself then. */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load(&weft__rt.cancel_all))
+            atomic_store(&f->cancelled, 1);
+    }
     if (out)
         *out = f;
     weft__ready_new(f, w);
     return 0;
+}
+
+/* A plain thread: only while the runtime is RUNNING, and counted so that
+ * it cannot end, or be freed, under us. Out of line: the spawns from
+ * fibers pay neither its code nor its atomics. */
+static __attribute__((noinline, cold)) int
+spawn_outside(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), void *arg)
+{
+    if (!weft__outside_enter())
+        return -EPERM;
+    int err = spawn_on(NULL, out, attr, fn, arg);
+    weft__outside_leave();
+    return err;
+}
+
+int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), void *arg)
+{
+    weft__worker *w = weft__cur_worker();
+    if (WEFT_LIKELY(w))
+        return spawn_on(w, out, attr, fn, arg);
+    return spawn_outside(out, attr, fn, arg);
 }
 
 void weft__fiber_free(weft__worker *w, weft_fiber *f)
@@ -329,17 +364,12 @@ static bool cancel_interrupt(weft_fiber *f)
 }
 
 /* Main returned: cancel everyone, with one heavy barrier for all of them
- * (weft_cancel's second look, batched). */
+ * (weft_cancel's second look, batched). The second walk marks too: a plain
+ * thread's spawn the first one missed is in it (spawn_on). */
 static void cancel_mark(weft_fiber *f, void *arg)
 {
     (void)arg;
     atomic_store(&f->cancelled, 1);
-    cancel_interrupt(f);
-}
-
-static void cancel_again(weft_fiber *f, void *arg)
-{
-    (void)arg;
     cancel_interrupt(f);
 }
 
@@ -354,11 +384,15 @@ void weft__fiber_finish(weft__worker *w, weft_fiber *f)
                           memory_order_release);
     if (f->flags & WEFT__MAIN) {
         weft__rt.main_ret = f->ret;
+        /* Plain threads may spawn no more; DRAINING comes before main_done,
+         * which the worker that ends the runtime reads before it looks at
+         * the outside gate (sched.c, START-UP AND SHUTDOWN). */
+        atomic_store(&weft__rt.phase, WEFT_RT_DRAINING);
         atomic_store(&weft__rt.cancel_all, 1);
         atomic_store(&weft__rt.main_done, 1);
         weft__each_fiber(cancel_mark, NULL);
         weft__barrier_heavy();
-        weft__each_fiber(cancel_again, NULL);
+        weft__each_fiber(cancel_mark, NULL);
         atomic_store_explicit(&f->state, WEFT_F_DEAD, memory_order_relaxed);
         weft__fiber_free(w, f);
         return;

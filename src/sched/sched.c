@@ -106,6 +106,57 @@
  *   fiber that wakes for another reason and disarms its timer never races
  *   a firing. An idle worker sleeps until its own nearest timer, or 1 ms
  *   past another worker's (a busy owner may be running a long fiber).
+ *
+ * START-UP AND SHUTDOWN
+ *   Workers and the fibers they run cannot see a runtime that is not there:
+ *   nothing runs before weft__sched_run has built it, and it is freed only
+ *   after every fiber has returned and every worker has stopped. Plain
+ *   threads are another matter: a thread feeding fibers in (weft_spawn), a
+ *   metrics thread (weft_stats, weft_dump), the blocking pool or a user's
+ *   thread readying a fiber (weft__ready) may call at any moment, and must
+ *   never read a worker array, a run queue or a stack pool that is being
+ *   built or freed. rt.phase says where the runtime is in its life:
+ *
+ *     STOPPED -> STARTING -> RUNNING -> DRAINING -> STOPPING -> STOPPED
+ *     weft_run   (built,     (main      (every fiber   (freed: weft_run
+ *     CAS        workers     returned)  and worker     returns)
+ *                released)              gone)
+ *
+ *   and plain threads pass a gate, a count they raise before they look at
+ *   the phase and drop when they are done:
+ *
+ *     plain thread                         runtime
+ *     count++ (seq_cst)                    phase := next (seq_cst)
+ *     read phase: not admitted?            read count: wait for 0
+ *       count--, refuse (-EPERM)
+ *
+ *   Each side stores, then loads what the other stores; in the single order
+ *   of seq_cst operations one of them comes first, so either the thread
+ *   sees the new phase and touches nothing, or the runtime sees the thread
+ *   counted and waits for it. Two gates:
+ *
+ *   rt.outside, for whoever puts fibers in the queues: a plain-thread spawn
+ *   (admitted while RUNNING only) and a plain-thread weft__ready (always:
+ *   it readies a fiber whose wait it won, and a fiber that waits keeps the
+ *   runtime from ending). The end of weft_run is decided by the last
+ *   worker to go idle once main has returned (find_runnable): it requires
+ *   rt.outside == 0 as well as all_gone(). A spawn admitted before DRAINING
+ *   is therefore counted (ext_spawned) before that worker can look, and
+ *   runs and is cancelled and joined like every other fiber; one that
+ *   comes later is refused. While a plain thread is inside, that worker
+ *   sleeps at most OUTSIDE_WAIT_NS at a time and looks again: the thread
+ *   cannot wake it on its way out, because once its count drops the
+ *   runtime may be gone.
+ *
+ *   rt.readers, for weft_stats and weft_dump from plain threads (admitted
+ *   while RUNNING or DRAINING). The teardown sets STOPPING and sleeps on
+ *   the count (a futex) until the last reader leaves; the word lives in
+ *   weft__rt, which is never freed, so that wake is safe.
+ *
+ *   Fibers and worker threads pass no gate (weft_spawn from a fiber pays
+ *   no atomic for it). Worker threads are started during STARTING and wait
+ *   on rt.phase until weft__sched_run has started them all and fixed rt.n:
+ *   a worker that could not be created shrinks rt.n before anyone reads it.
  */
 #define _GNU_SOURCE
 #include "worker.h"
@@ -151,7 +202,11 @@ weft_fiber *weft__cur_fiber(void)
 unsigned weft__nworkers(void) { return weft__rt.n; }
 weft__worker *weft__worker_at(unsigned i) { return &weft__rt.workers[i]; }
 int weft__worker_index(const weft__worker *w) { return w ? (int)w->idx : -1; }
-bool weft__running(void) { return atomic_load(&weft__rt.running) == 1; }
+bool weft__running(void)
+{
+    uint32_t p = atomic_load(&weft__rt.phase);
+    return p == WEFT_RT_RUNNING || p == WEFT_RT_DRAINING;
+}
 bool weft__debug_migrate(void) { return weft__rt.debug_migrate; }
 
 void weft__spin_lock_slow(weft__spin *l)
@@ -165,6 +220,57 @@ void weft__spin_lock_slow(weft__spin *l)
         else
             weft__os_yield();
     }
+}
+
+/* ---------------------------------------------- gates for plain threads */
+
+/* See START-UP AND SHUTDOWN above. The first look at the phase only spares
+ * the count a refused caller's visit: the end of a runtime waits while the
+ * count is not zero, and a thread spawning in a loop would keep it so. */
+bool weft__outside_enter(void)
+{
+    if (atomic_load_explicit(&weft__rt.phase, memory_order_relaxed) != WEFT_RT_RUNNING)
+        return false;
+    atomic_fetch_add(&weft__rt.outside, 1);
+    if (atomic_load(&weft__rt.phase) == WEFT_RT_RUNNING)
+        return true;
+    atomic_fetch_sub(&weft__rt.outside, 1);
+    return false;
+}
+
+void weft__outside_leave(void)
+{
+    atomic_fetch_sub(&weft__rt.outside, 1);
+}
+
+bool weft__reader_enter(void)
+{
+    uint32_t p = atomic_load_explicit(&weft__rt.phase, memory_order_relaxed);
+    if (p != WEFT_RT_RUNNING && p != WEFT_RT_DRAINING)
+        return false;
+    atomic_fetch_add(&weft__rt.readers, 1);
+    p = atomic_load(&weft__rt.phase);
+    if (p == WEFT_RT_RUNNING || p == WEFT_RT_DRAINING)
+        return true;
+    weft__reader_leave();
+    return false;
+}
+
+void weft__reader_leave(void)
+{
+    if (atomic_fetch_sub(&weft__rt.readers, 1) == 1 &&
+        atomic_load(&weft__rt.phase) == WEFT_RT_STOPPING)
+        weft__futex_wake((uint32_t *)&weft__rt.readers, 1);
+}
+
+/* The teardown's side of the readers' gate: no reader is admitted after
+ * this, and none is left inside when it returns. */
+static void readers_shut_out(void)
+{
+    atomic_store(&weft__rt.phase, WEFT_RT_STOPPING);
+    uint32_t n;
+    while ((n = atomic_load(&weft__rt.readers)) != 0)
+        weft__futex_wait((uint32_t *)&weft__rt.readers, n, -1);
 }
 
 static uint32_t fastrand(weft__worker *w)
@@ -603,9 +709,8 @@ static void put_next(weft__worker *w, weft_fiber *f, bool spawned)
         offer(w, old, spawned);
 }
 
-void weft__ready(weft_fiber *f)
+static inline void ready_on(weft__worker *w, weft_fiber *f)
 {
-    weft__worker *w = weft__cur_worker();
     atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_relaxed);
     if (WEFT_UNLIKELY(f->home)) {
         inbox_put(f->home, f);
@@ -622,6 +727,22 @@ void weft__ready(weft_fiber *f)
         return;
     }
     put_next(w, f, false);
+}
+
+void weft__ready(weft_fiber *f)
+{
+    weft__worker *w = weft__cur_worker();
+    if (WEFT_UNLIKELY(!w)) {
+        /* Once f is queued it may run and return, and the runtime end,
+         * while we are still waking a worker: the outside gate keeps the
+         * end from being decided until we are out. No phase check: f's
+         * wait, which we won, kept the runtime alive until now. */
+        atomic_fetch_add(&weft__rt.outside, 1);
+        ready_on(NULL, f);
+        weft__outside_leave();
+        return;
+    }
+    ready_on(w, f);
 }
 
 /* A new fiber from spawn: like ready, but it has no previous worker, and
@@ -990,6 +1111,7 @@ static void stop_spinning(weft__worker *w)
 #define IDLE_WATCH_NS 1000000       /* an idle worker's first look while others are busy, */
 #define IDLE_WATCH_MAX_NS 8000000   /* doubling up to this while it finds nothing */
 #define TICKS_WATCHED 64
+#define OUTSIDE_WAIT_NS 50000       /* main returned, a plain thread is queueing: look again */
 
 /* "Stuck" is a worker whose schedule count (tick) has not moved since
  * snapshot_ticks while a fiber waits in its next slot: its owner has been
@@ -1212,9 +1334,16 @@ static weft_fiber *find_runnable(weft__worker *w)
         /* The end of weft_run: main returned and every fiber with it. The
          * last worker to get here sees it: its exit counts came before its
          * fence, and a worker that exits a fiber after ours comes here
-         * after it (see all_gone). */
-        if (atomic_load(&weft__rt.main_done) && all_gone())
-            shutdown_all();
+         * after it (see all_gone). A plain thread inside the outside gate
+         * may be queueing one more (START-UP AND SHUTDOWN): look again
+         * shortly, it cannot wake us on its way out. */
+        bool outsider = false;
+        if (atomic_load(&weft__rt.main_done)) {
+            if (atomic_load(&weft__rt.outside) != 0)
+                outsider = true;
+            else if (all_gone())
+                shutdown_all();
+        }
         if (any_work(w) || atomic_load(&weft__rt.shutdown)) {
             weft__lock_acquire(&weft__rt.idle_lock);
             bool removed = idle_remove_locked(w);
@@ -1248,6 +1377,8 @@ static weft_fiber *find_runnable(weft__worker *w)
             int64_t timeout = sleep_timeout(w);
             if (weft__stack_trim(TRIM_BATCH) && (timeout < 0 || timeout > 10000000))
                 timeout = 10000000;
+            if (outsider && (timeout < 0 || timeout > OUTSIDE_WAIT_NS))
+                timeout = OUTSIDE_WAIT_NS;
             uint32_t ticks[TICKS_WATCHED];
             bool watched = false;
             if (weft__rt.n > 1 && atomic_load(&weft__rt.nidle) < weft__rt.n &&
@@ -1256,7 +1387,7 @@ static weft_fiber *find_runnable(weft__worker *w)
                 timeout = watch_ns;
                 watched = true;
             }
-            if (worker_sleep(w, timeout) || !watched ||
+            if (worker_sleep(w, timeout) || !watched || outsider ||
                 atomic_load(&weft__rt.shutdown) || (stuck_v = find_stuck(w, ticks)))
                 break;
             if (watch_ns < IDLE_WATCH_MAX_NS)
@@ -1297,6 +1428,10 @@ static void *worker_main(void *arg)
 {
     weft__worker *w = arg;
     worker_init_thread(w);
+    /* Until weft__sched_run has started every worker and fixed rt.n. */
+    uint32_t p;
+    while ((p = atomic_load(&weft__rt.phase)) == WEFT_RT_STARTING)
+        weft__futex_wait((uint32_t *)&weft__rt.phase, p, -1);
     worker_loop(w);
     weft__crash_thread_fini(w);
     weft__tls_set(NULL);
@@ -1313,6 +1448,27 @@ static void shutdown_all(void)
         weft__lock_release(&weft__rt.idle_lock);
         signal_worker(w);
     }
+}
+
+/* In the child of a fork() (POSIX; runtime.c calls it with the rest of the
+ * child's reset). The child has one thread, the one that forked: a worker
+ * whose fiber called fork(), or a plain thread. The other workers, the
+ * pool, the watchdog and the dump thread are not in it, and they may have
+ * held any of our locks. Forget the runtime without freeing anything: the
+ * calling thread may be running on a fiber's stack, and the records others
+ * were using are as fork copied them, mid-change. What is lost is leaked,
+ * in the child only. The caller is a plain thread from here on. The
+ * POSIX-only parts (signals, stacks) are reset beside this, in runtime.c. */
+void weft__sched_atfork_child(void)
+{
+    struct weft__rt *rt = &weft__rt;
+    weft__tls_set(NULL);
+    uint64_t id = atomic_load(&rt->next_id);   /* ids stay unique in the process */
+    memset(rt, 0, sizeof *rt);                 /* phase STOPPED, no workers, no counts */
+    atomic_store(&rt->next_id, id);
+    weft__fiber_atfork_child();
+    weft__trace_atfork_child();
+    weft__watchdog_atfork_child();
 }
 
 static unsigned env_unsigned(const char *name, unsigned dflt)
@@ -1383,8 +1539,11 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     if (err < 0)
         goto out;
     mainf->flags |= WEFT__MAIN;   /* no worker runs yet: nobody reads it concurrently */
-    weft__diag_start(cfg);   /* dump signal, crash reports, trace, watchdog */
 
+    /* The workers wait for RUNNING (worker_main): until then nothing reads
+     * rt.n, and a thread we could not create shrinks it unseen. Run with
+     * the workers we got: the others never steal or sleep. Fewer threads
+     * is a performance loss, not an error. */
     unsigned started = 1;
     for (unsigned i = 1; i < n; i++) {
         char name[16];
@@ -1393,14 +1552,14 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
             break;
         started++;
     }
-    if (started < n) {
-        /* Run with the workers we got: the others never steal or sleep.
-         * Fewer threads is a performance loss, not an error. */
-        rt->n = started;
-    }
+    rt->n = started;
+    weft__diag_start(cfg);   /* dump signal, crash reports, trace, watchdog */
+    atomic_store(&rt->phase, WEFT_RT_RUNNING);
+    weft__futex_wake((uint32_t *)&rt->phase, INT32_MAX);
     worker_loop(w0);
     for (unsigned i = 1; i < started; i++)
         weft__thread_join(ws[i].thread);
+    readers_shut_out();
     weft__diag_stop();
     if (ret)
         *ret = rt->main_ret;

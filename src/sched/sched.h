@@ -227,7 +227,16 @@ void weft__yield(weft_fiber *self);
 unsigned weft__nworkers(void);
 weft__worker *weft__worker_at(unsigned i);
 int  weft__worker_index(const weft__worker *w);
-bool weft__running(void);          /* a runtime is up */
+/* The gates of plain threads (not workers) into a runtime: see START-UP AND
+ * SHUTDOWN in sched.c. enter is false, and nothing is held, when the phase
+ * does not admit the caller: outside (queueing fibers) only while RUNNING,
+ * a reader (anything that reads the runtime's records, which are freed at
+ * the end) while RUNNING or DRAINING. Workers' threads need neither. */
+bool weft__outside_enter(void);
+void weft__outside_leave(void);
+bool weft__reader_enter(void);
+void weft__reader_leave(void);
+bool weft__running(void);          /* RUNNING or DRAINING: a hint only, plain threads use the gates (worker.h) */
 bool weft__debug_migrate(void);
 
 /* Threads of the blocking pool, kept up to date by src/io (weft_stats). */
@@ -253,6 +262,9 @@ struct weft__poller {
     int  (*poll)(weft__worker *w, int64_t timeout_ns);
     void (*wake)(void);
 };
+
+/* POSIX, in the child of a fork(): forget the runtime (see sched.c). */
+void weft__sched_atfork_child(void);
 
 /* Start workers and run main_fn as the first fiber (see weft_run). */
 int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,

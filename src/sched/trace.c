@@ -378,6 +378,16 @@ int weft__trace_start(void)
     return 0;
 }
 
+void weft__trace_atfork_child(void)
+{
+    /* the parent's events stay the parent's: nothing is flushed here */
+    weft__trace_on = 0;
+    weft__lock_init(&out_lock);
+    out = NULL;
+    bufs = NULL;
+    nbufs = 0;
+}
+
 void weft__trace_stop(void)
 {
     if (!weft__trace_on)

@@ -217,6 +217,12 @@ int weft__watchdog_start(const weft_config *cfg)
     return 0;
 }
 
+void weft__watchdog_atfork_child(void)
+{
+    wd_running = 0;   /* its thread is not in the child */
+    samples = NULL;
+}
+
 void weft__watchdog_stop(void)
 {
     if (!wd_running)

@@ -88,8 +88,22 @@ struct weft__worker {
     void *tsan_fiber;
 };
 
+/* The phases of a runtime's life (rt.phase; see START-UP AND SHUTDOWN in
+ * sched.c). Only weft_run's thread and the worker that runs main to its end
+ * change it. */
+enum weft__phase {
+    WEFT_RT_STOPPED = 0,    /* no runtime: weft_run may start one */
+    WEFT_RT_STARTING,       /* weft_run is building it: nothing runs yet */
+    WEFT_RT_RUNNING,        /* main runs: plain threads may spawn and read */
+    WEFT_RT_DRAINING,       /* main returned: no more spawns from plain threads */
+    WEFT_RT_STOPPING        /* every fiber and worker is gone: records are freed */
+};
+
 struct weft__rt {
-    _Atomic int running;            /* weft_run in progress */
+    _Atomic uint32_t phase;         /* enum weft__phase; futex word for starting workers */
+    _Atomic uint32_t outside;       /* plain threads inside the queues (spawn, ready) */
+    _Atomic uint32_t readers;       /* plain threads reading the records (stats, dump);
+                                       futex word for the teardown */
     weft__worker *workers;
     unsigned n;
     size_t stack_size;
@@ -132,6 +146,7 @@ int64_t weft__live_fibers(void);   /* sched.c: spawned and not yet returned */
 /* fiber.c */
 void weft__fiber_finish(weft__worker *w, weft_fiber *f);   /* on the worker's stack, after exit */
 void weft__fiber_free(weft__worker *w, weft_fiber *f);
+void weft__fiber_atfork_child(void);
 
 /* crash.c: the report, NUL-terminated; its length. overflow: say so even
  * if addr is not in f's guard (Windows reports some overflows by code). */
@@ -145,6 +160,7 @@ void weft__crash_install(void);
 void weft__crash_uninstall(void);
 void weft__crash_thread_init(weft__worker *w);
 void weft__crash_thread_fini(weft__worker *w);
+void weft__crash_atfork_child(void);   /* POSIX: see weft__sched_atfork_child */
 
 /* sanitizer hooks (san.h) are static inline in sched.c and fiber.c */
 
