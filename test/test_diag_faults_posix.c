@@ -170,3 +170,65 @@ TEST_TIMEOUT(diag_dump_does_not_stall_workers, 60)
     weft_config cfg = { .workers = 2 };
     test_run_cfg(&cfg, main_dump_stall, NULL);
 }
+
+/* ------------------------------------- the watchdog names a hog safely */
+
+/* The watchdog reads the hog's id and name from its own thread. Once the
+ * hog returns and is joined, the next spawn on that worker reuses its
+ * record (the worker's stack cache is last in, first out) and rewrites
+ * both: a plain read there is a data race, which TSan reports when the
+ * rewrite comes, however long after the read. */
+static void *wd_hog(void *arg)
+{
+    (void)arg;
+    weft_stats_t st;
+    uint64_t until = 0;
+    for (;;) {   /* never yields: weft_stats and weft_now do not park */
+        ASSERT_EQ(weft_stats(&st), 0);
+        if (st.watchdog_reports && !until)
+            until = weft_now() + (uint64_t)(200e6 * test_time_scale());   /* the report's writing */
+        if (until && weft_now() > until)
+            break;
+    }
+    return NULL;
+}
+
+static void *wd_next(void *arg) { return arg; }
+
+static void *main_wd_reuse(void *arg)
+{
+    (void)arg;
+    weft_fiber *h, *n;
+    weft_attr ha = { .name = "hog-to-reuse" }, na = { .name = "next-in-its-record" };
+    ASSERT_EQ(weft_spawn(&h, &ha, wd_hog, NULL), 0);
+    ASSERT_EQ(weft_join(h, NULL), 0);
+    ASSERT_EQ(weft_spawn(&n, &na, wd_next, NULL), 0);
+    ASSERT_PTR_EQ(n, h);   /* the same record: what the test is about */
+    ASSERT_EQ(weft_join(n, NULL), 0);
+    weft_stats_t st;
+    ASSERT_EQ(weft_stats(&st), 0);
+    ASSERT_EQ(st.watchdog_reports, 1);
+    return NULL;
+}
+
+TEST(diag_watchdog_names_hog_without_racing_reuse)
+{
+    weft_config cfg = { .workers = 1, .watchdog_ms = 20 };
+    unsetenv("WEFT_WATCHDOG_MS");
+    /* In this process, not a child: TSan's report fails the test through
+     * its exit status. The watchdog's report is caught from stderr. */
+    FILE *tmp = tmpfile();
+    ASSERT(tmp);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fileno(tmp), 2);
+    test_run_cfg(&cfg, main_wd_reuse, NULL);
+    dup2(saved, 2);
+    close(saved);
+    static char out[1 << 16];
+    rewind(tmp);
+    out[fread(out, 1, sizeof out - 1, tmp)] = 0;
+    fclose(tmp);
+    fputs(out, stderr);
+    ASSERT_CONTAINS(out, "\"hog-to-reuse\" has held worker 0");
+}
