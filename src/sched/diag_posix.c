@@ -263,11 +263,7 @@ static void on_fatal(int sig, siginfo_t *info, void *uctx)
         print_signal_frames(uctx);
     }
     struct sigaction *old = &old_fatal[k];
-    if ((old->sa_flags & SA_SIGINFO) && old->sa_sigaction) {
-        old->sa_sigaction(sig, info, uctx);   /* the program's own handler */
-    } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
-        old->sa_handler(sig);
-    } else {
+    if (!weft__sig_chain(old, sig, info, uctx)) {   /* else the program's own handler ran */
         sigaction(sig, old, NULL);
         if (info->si_code <= 0)
             raise(sig);   /* sent, not a fault: pending until we return */
@@ -391,10 +387,8 @@ static void on_urg(int sig, siginfo_t *info, void *uctx)
             cap.n = weft__cur_fiber() == cap.f ? weft__unwind_signal(uctx, cap.pcs, cap.max) : 0;
             atomic_store(&cap.state, CAP_DONE);
         }
-    } else if ((old_urg.sa_flags & SA_SIGINFO) && old_urg.sa_sigaction) {
-        old_urg.sa_sigaction(sig, info, uctx);
-    } else if (old_urg.sa_handler != SIG_DFL && old_urg.sa_handler != SIG_IGN) {
-        old_urg.sa_handler(sig);
+    } else {
+        weft__sig_chain(&old_urg, sig, info, uctx);   /* not ours: the program's, if any */
     }
     errno = saved;
 }
