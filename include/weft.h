@@ -60,7 +60,19 @@ typedef struct weft_config {
     const char *io;        /* "epoll", "uring", "iocp" or NULL for the best that works;
                               env WEFT_IO overrides */
     unsigned watchdog_ms;  /* report a fiber holding its worker longer than this;
-                              0: default (100 ms); env WEFT_WATCHDOG_MS; -1u: off */
+                              0: default (100 ms); env WEFT_WATCHDOG_MS; -1u: off.
+                              Its backtrace is taken with SIGURG to the worker's
+                              thread (SA_RESTART): a raw blocking read, write,
+                              accept, connect... the fiber is stuck in restarts.
+                              Calls that fail with EINTR after any handler (poll,
+                              ppoll, select, pselect, epoll_wait, epoll_pwait,
+                              nanosleep, clock_nanosleep, sigtimedwait, sigsuspend,
+                              pause, io_getevents, io_uring_enter, msgrcv, msgsnd,
+                              semop, semtimedop) are seen in /proc and not
+                              signalled. Still EINTR: a socket call with
+                              SO_RCVTIMEO or SO_SNDTIMEO set, and any of those
+                              entered in the microseconds between the look and
+                              the signal. See docs/debugging.md. */
     unsigned flags;        /* reserved, must be 0 */
 } weft_config;
 

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -343,4 +344,120 @@ TEST(diag_segv_chains_to_program_handler_every_time)
 #endif
     /* weft's handler is still there for the overflow that followed */
     ASSERT_CONTAINS(out, "\"diver\" overflowed its stack");
+}
+
+/* ------------------------------------------- the watchdog and EINTR */
+
+/* A fiber stuck in a raw blocking call (outside weft's I/O layer) while
+ * the other worker is busy: the watchdog reports it, and must not make
+ * the call fail with EINTR. read(2) on a blocking pipe restarts after the
+ * backtrace signal's handler (SA_RESTART); poll, nanosleep and
+ * epoll_wait would fail after any handler, so their thread is left alone. */
+enum { RAW_READ, RAW_POLL, RAW_NANOSLEEP, RAW_EPOLL, RAW_KINDS };
+static const char *const raw_names[RAW_KINDS] = { "read", "poll", "nanosleep", "epoll_wait" };
+static int raw_pipe[2];
+static atomic_int raw_busy_stop;
+
+static void *raw_busy(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&raw_busy_stop))
+        weft_yield();
+    return NULL;
+}
+
+static void *raw_writer(void *arg)
+{
+    (void)arg;
+    struct timespec ts = { 0, 300 * 1000000 };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+    ssize_t r = write(raw_pipe[1], "x", 1);
+    (void)r;
+    return NULL;
+}
+
+NOINLINE static void *raw_blocker(void *arg)
+{
+    int kind = *(int *)arg;
+    long r = -2;
+    int err = 0;
+    errno = 0;
+    switch (kind) {
+    case RAW_READ: {
+        char c;
+        r = read(raw_pipe[0], &c, 1);
+        break;
+    }
+    case RAW_POLL:
+        r = poll(NULL, 0, 300);
+        break;
+    case RAW_NANOSLEEP: {
+        struct timespec ts = { 0, 300 * 1000000 };
+        r = nanosleep(&ts, NULL);
+        break;
+    }
+    case RAW_EPOLL: {
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev;
+        r = epoll_wait(ep, &ev, 1, 300);
+        err = errno;
+        close(ep);
+        errno = err;
+        break;
+    }
+    }
+    err = errno;
+    printf("%s returned %ld, %s\n", raw_names[kind], r, r < 0 ? strerror(err) : "no error");
+    fflush(stdout);
+    atomic_store(&raw_busy_stop, 1);
+    return NULL;
+}
+
+static void *main_raw(void *arg)
+{
+    weft_fiber *b, *f;
+    weft_attr ba = { .name = "busy" }, fa = { .name = "blocker" };
+    ASSERT_EQ(weft_spawn(&b, &ba, raw_busy, NULL), 0);
+    weft_yield();
+    pthread_t t;
+    if (*(int *)arg == RAW_READ)
+        ASSERT_EQ(pthread_create(&t, NULL, raw_writer, NULL), 0);
+    ASSERT_EQ(weft_spawn(&f, &fa, raw_blocker, arg), 0);
+    ASSERT_EQ(weft_join(f, NULL), 0);
+    ASSERT_EQ(weft_join(b, NULL), 0);
+    if (*(int *)arg == RAW_READ)
+        pthread_join(t, NULL);   /* it wrote: done */
+    return NULL;
+}
+
+static void child_raw(void *arg)
+{
+    ASSERT_EQ(pipe(raw_pipe), 0);
+    unsetenv("WEFT_WATCHDOG_MS");
+    weft_config cfg = { .workers = 2, .watchdog_ms = 20 };
+    weft_run(&cfg, main_raw, arg, NULL);
+}
+
+TEST(diag_watchdog_signal_does_not_interrupt_raw_calls)
+{
+    if (RUNNING_ON_VALGRIND) {
+        printf("skipped: valgrind runs one thread at a time\n");
+        return;
+    }
+    /* qemu-user shows the host's system calls in /proc: only read(2),
+     * which SA_RESTART covers, can be checked there. */
+    const char *q = getenv("WEFT_TEST_QEMU");
+    int kinds = q && strcmp(q, "0") != 0 ? 1 : RAW_KINDS;
+    static char out[1 << 16];
+    for (int kind = 0; kind < kinds; kind++) {
+        int r = test_child(child_raw, &kind, out, sizeof out);
+        printf("---- %s\n%s", raw_names[kind], out);
+        ASSERT_EQ(r, 0);
+        ASSERT_CONTAINS(out, "\"blocker\" has held worker");   /* the watchdog did fire */
+        char want[64];
+        snprintf(want, sizeof want, "%s returned %d, no error", raw_names[kind],
+                 kind == RAW_READ ? 1 : 0);
+        ASSERT_CONTAINS(out, want);
+    }
 }

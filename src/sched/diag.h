@@ -45,6 +45,10 @@ void weft__diag_os_stop(void);
  * thread (a signal on POSIX). Returns the count, 0 if f no longer runs
  * there, or -errno (-ETIMEDOUT if the thread did not answer). */
 int  weft__diag_capture_running(weft__worker *w, weft_fiber *f, void **pcs, int max);
+/* The name of the system call w's thread is blocked in if a signal would
+ * make it fail with EINTR even under SA_RESTART (poll, nanosleep, ...),
+ * else NULL. The watchdog does not signal such a thread. */
+const char *weft__diag_blocked_call(weft__worker *w);
 
 /* CPU time used by w's thread (ns), and whether it is runnable but not
  * running (preempted), from the OS; -1 when unknown. The watchdog uses them

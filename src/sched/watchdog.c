@@ -40,6 +40,7 @@
 #define _GNU_SOURCE
 #include "diag.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,10 +109,10 @@ static int identify(weft__worker *w, weft_fiber *f, uint64_t sw, struct ident *w
 }
 
 /* pcs[0..n): the hog's frames, captured before its queue moved (n == 0:
- * it had yielded by then; n < 0: no backtrace, -errno). who: NULL if it
- * let go before it could be named. */
+ * it had yielded by then; n < 0: no backtrace, -errno; blocked: the call
+ * it was left alone in). who: NULL if it let go before it could be named. */
 static void report(weft__worker *w, const struct ident *who, uint64_t held, uint32_t moved,
-                   void *const *pcs, int n)
+                   void *const *pcs, int n, const char *blocked)
 {
     struct weft__text t = { 0 };
     if (who)
@@ -130,6 +131,9 @@ static void report(weft__worker *w, const struct ident *who, uint64_t held, uint
         weft__text_backtrace(&t, pcs, n);
     else if (n == 0)
         weft__text_printf(&t, "    (it yielded before its backtrace was taken)\n");
+    else if (blocked)
+        weft__text_printf(&t, "    (no backtrace: it is blocked in %s(2), which the signal that "
+                          "takes one would make fail with EINTR)\n", blocked);
     else
         weft__text_printf(&t, "    (no backtrace: %s)\n", strerror(-n));
     weft__text_write(&t, 2);
@@ -168,18 +172,22 @@ static void check(uint64_t now)
         int n = 0;
         struct ident who;
         int named = 0;
+        const char *blocked = NULL;
         if (first) {
             s->reported = 1;
             named = identify(w, f, sw, &who);
             atomic_fetch_add(&weft__wd_reports, 1);   /* counted before anything moves */
             /* The backtrace first: once its queue has moved, the fibers it
              * held up run elsewhere, and the hog may be waiting for just
-             * that and let go before a later capture reached it. */
-            n = weft__diag_capture_running(w, f, pcs, REPORT_FRAMES);
+             * that and let go before a later capture reached it. Not from
+             * a thread blocked in a call our signal would make fail with
+             * EINTR (poll, nanosleep, ...): the report names the call. */
+            blocked = weft__diag_blocked_call(w);
+            n = blocked ? -EINTR : weft__diag_capture_running(w, f, pcs, REPORT_FRAMES);
         }
         uint32_t moved = weft__rt.n > 1 ? shed(w) : 0;
         if (first)
-            report(w, named ? &who : NULL, now - s->since, moved, pcs, n);
+            report(w, named ? &who : NULL, now - s->since, moved, pcs, n, blocked);
     }
 }
 
