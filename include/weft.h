@@ -267,7 +267,12 @@ WEFT_API int weft_backtrace_print(int fd, void *const *pcs, int n);
  * runnable, or parked on what and since when), stack size and high-water
  * mark, and the backtrace of each one not running. Also on a signal:
  * env WEFT_DUMP_SIGNAL (number or name, default SIGQUIT, "0" none) makes
- * the runtime dump to stderr and carry on. -EPERM outside a runtime. */
+ * the runtime dump to stderr and carry on. -EPERM outside a runtime.
+ * The runtime keeps running meanwhile: each fiber is held only for its
+ * own walk (tens of microseconds), no lock the scheduler or stack
+ * allocation needs is held while frames are named or text formatted. The
+ * calling thread is busy for the whole dump (a few hundred ms for 10,000
+ * fibers): from a fiber, that is its worker; prefer a plain thread. */
 WEFT_API int weft_dump(int fd);
 
 /* Counters since weft_run began. Per-worker entries for the first
