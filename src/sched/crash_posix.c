@@ -41,7 +41,7 @@
 
 /* Under a sanitizer the handler before ours is normally the sanitizer's,
  * which reports the fault and exits rather than return: a fault in a fiber
- * gets our report first, then goes to it as before. */
+ * gets our report first, then goes to that handler (and ours stays). */
 #if defined(WEFT_ASAN) || defined(WEFT_TSAN) || defined(WEFT_SAN_UBSAN)
 #define PREV_IS_SANITIZER 1
 #else
@@ -79,9 +79,10 @@ static void on_fault(int sig, siginfo_t *info, void *uctx)
     weft_fiber *f = weft__cur_fiber();
     bool fiber = f && f->magic == WEFT_FIBER_MAGIC;
     bool overflow = fiber && info->si_code > 0 && weft__stack_in_guard(f->stack, info->si_addr);
-    /* Not an overflow: the program's own handler, every time (see the top). */
-    if (!overflow && !PREV_IS_SANITIZER && !(old->sa_flags & SA_RESETHAND) &&
-        weft__sig_chain(old, sig, info, uctx)) {
+    /* Not an overflow: the program's own handler, every time, and ours
+     * stays (see the top); under a sanitizer, after our report. */
+    bool chain = !overflow && !(old->sa_flags & SA_RESETHAND);
+    if (chain && !PREV_IS_SANITIZER && weft__sig_chain(old, sig, info, uctx)) {
         errno = saved;
         return;
     }
@@ -93,6 +94,10 @@ static void on_fault(int sig, siginfo_t *info, void *uctx)
         (void)wr;
         if (weft__crash_report_hook)
             weft__crash_report_hook(f, sig, uctx);
+    }
+    if (chain && PREV_IS_SANITIZER && weft__sig_chain(old, sig, info, uctx)) {
+        errno = saved;
+        return;
     }
     /* Hand it to whoever had it before: a fault re-triggers on return; a
      * sent signal is raised again. */
