@@ -12,8 +12,10 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -87,11 +89,20 @@ static int count_lines(const char *buf, size_t len, const char *needle)
     return c;
 }
 
+/* The dumping thread and the control's spinning one run at the lowest
+ * priority: the test is about what the runtime waits for, not about how
+ * the OS shares two busy cores between threads. */
+static void lowest_priority(void)
+{
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+}
+
 /* A plain thread, as the dump signal's is: the first dump into a file, to
  * check that every fiber is in it, the others to /dev/null. */
 static void *dump_thread(void *arg)
 {
     struct dumper *d = arg;
+    lowest_priority();
     FILE *tmp = tmpfile();
     int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
     ASSERT(tmp && null >= 0);
@@ -113,15 +124,29 @@ static void *dump_thread(void *arg)
     return NULL;
 }
 
-/* One round: a baseline, then DUMPS dumps from a plain thread while the
- * heartbeat beats. Returns the worst lateness while dumping (ns). */
-static long long dump_round(int round)
+/* The control: a thread as busy as the dumper, for as long, that takes
+ * no lock of the runtime's. */
+static void *spin_thread(void *arg)
+{
+    lowest_priority();
+    uint64_t end = weft_now() + *(uint64_t *)arg;
+    while (weft_now() < end)
+        diag_sink++;
+    return NULL;
+}
+
+/* One round: DUMPS dumps from a plain thread while the heartbeat beats,
+ * then as long again with a thread that only spins (the control: what the
+ * machine and one more busy thread do to the heartbeat). True if the worst
+ * lateness while dumping stayed within limit, or within twice the
+ * control's worst. */
+static bool dump_round(int round, long long limit)
 {
     atomic_store(&hb_late_dump, 0);
     atomic_store(&hb_late_base, 0);
     atomic_store(&hb_beats_dump, 0);
-    weft_sleep(300 * MS);   /* the baseline */
     struct dumper d = { .lines = 0 };
+    uint64_t t0 = weft_now();
     atomic_store(&dumping, 1);
     pthread_t t;
     ASSERT_EQ(pthread_create(&t, NULL, dump_thread, &d), 0);
@@ -130,17 +155,24 @@ static long long dump_round(int round)
     pthread_join(t, NULL);   /* it has finished: no wait */
     weft_sleep(20 * MS);     /* let a beat that began during the last dump end */
     atomic_store(&dumping, 0);
+    uint64_t took = weft_now() - t0;
+    if (took > 3000 * MS)
+        took = 3000 * MS;
+    ASSERT_EQ(pthread_create(&t, NULL, spin_thread, &took), 0);
+    weft_sleep(took + 20 * MS);
+    pthread_join(t, NULL);   /* done spinning by now, or a moment from it */
+    long long late = atomic_load(&hb_late_dump), base = atomic_load(&hb_late_base);
     printf("round %d: dumps", round);
     for (int i = 0; i < DUMPS; i++) {
         printf(" %.1f ms", (double)d.ns[i] / 1e6);
         ASSERT_EQ(d.ret[i], 0);
     }
     printf("; heartbeat late by at most %.2f ms over %lld beats while dumping, "
-           "%.2f ms before\n", (double)atomic_load(&hb_late_dump) / 1e6,
-           atomic_load(&hb_beats_dump), (double)atomic_load(&hb_late_base) / 1e6);
+           "%.2f ms beside a thread that only spins\n", (double)late / 1e6, atomic_load(&hb_beats_dump),
+           (double)base / 1e6);
     fflush(stdout);
     ASSERT_EQ(d.lines, PARKED);   /* the dump still names every parked fiber */
-    return atomic_load(&hb_late_dump);
+    return late <= limit || late <= 2 * base;
 }
 
 static void *main_dump_stall(void *arg)
@@ -157,18 +189,19 @@ static void *main_dump_stall(void *arg)
     weft_attr ha = { .name = "heartbeat" };
     ASSERT_EQ(weft_spawn(&hb, &ha, heartbeat, NULL), 0);
     /* The machine is shared: the OS alone sometimes keeps a worker off the
-     * CPU for longer than the limit (the baseline shows it). A stall the
-     * dump causes comes back at every dump of every round (the stack
-     * pool's lock held across the walk made it seconds long each time);
-     * such a hiccup does not. So a round may be repeated, twice at most. */
-    long long limit = (long long)(20e6 * test_time_scale()), late = 0;
-    for (int round = 0; round < 3; round++)
-        if ((late = dump_round(round)) <= limit)
-            break;
+     * CPU for longer than the limit, and the control shows it. A stall
+     * the dump causes comes back at every dump of every round (the stack
+     * pool's lock held across the walk made it seconds long each time,
+     * against a control of milliseconds); such a hiccup does not. So a
+     * round may be repeated, twice at most. */
+    long long limit = (long long)(20e6 * test_time_scale());
+    bool ok = false;
+    for (int round = 0; round < 3 && !ok; round++)
+        ok = dump_round(round, limit);
     atomic_store(&hb_stop, 1);
     ASSERT_EQ(weft_join(hb, NULL), 0);
     weft_chan_close(park_chan);
-    ASSERT_LE(late, limit);
+    ASSERT(ok);
     return NULL;
 }
 
