@@ -457,7 +457,8 @@ NOINLINE static void *raw_blocker(void *arg)
     }
     }
     err = errno;
-    printf("%s returned %ld, %s\n", raw_names[kind], r, r < 0 ? strerror(err) : "no error");
+    printf("%s returned %ld, %s\n", kind >= 0 && kind < RAW_KINDS ? raw_names[kind] : "?", r,
+           r < 0 ? strerror(err) : "no error");
     fflush(stdout);
     atomic_store(&raw_busy_stop, 1);
     return NULL;
