@@ -71,7 +71,19 @@ typedef struct weft_config {
     const char *io;        /* "epoll", "uring", "iocp" or NULL for the best that works;
                               env WEFT_IO overrides */
     unsigned watchdog_ms;  /* report a fiber holding its worker longer than this;
-                              0: default (100 ms); env WEFT_WATCHDOG_MS; -1u: off */
+                              0: default (100 ms); env WEFT_WATCHDOG_MS; -1u: off.
+                              Its backtrace is taken with SIGURG to the worker's
+                              thread (SA_RESTART): a raw blocking read, write,
+                              accept, connect... the fiber is stuck in restarts.
+                              Calls that fail with EINTR after any handler (poll,
+                              ppoll, select, pselect, epoll_wait, epoll_pwait,
+                              nanosleep, clock_nanosleep, sigtimedwait, sigsuspend,
+                              pause, io_getevents, io_uring_enter, msgrcv, msgsnd,
+                              semop, semtimedop) are seen in /proc and not
+                              signalled. Still EINTR: a socket call with
+                              SO_RCVTIMEO or SO_SNDTIMEO set, and any of those
+                              entered in the microseconds between the look and
+                              the signal. See docs/debugging.md. */
     unsigned flags;        /* reserved, must be 0 */
 } weft_config;
 
@@ -347,6 +359,11 @@ WEFT_API int weft_backtrace_print(int fd, void *const *pcs, int n);
  * the top). -EPERM outside a runtime: from a plain thread, before weft_run
  * has started its workers and after its fibers are all gone (a dump in
  * progress holds the teardown back).
+ * The runtime keeps running meanwhile: each fiber is held only for its
+ * own walk (tens of microseconds), no lock the scheduler or stack
+ * allocation needs is held while frames are named or text formatted. The
+ * calling thread is busy for the whole dump (a few hundred ms for 10,000
+ * fibers): from a fiber, that is its worker; prefer a plain thread.
  * Env WEFT_DEADLOCK=1: when every fiber waits on another fiber (a join,
  * lock, condvar, semaphore, wait group, channel or select; no timer, no
  * I/O, no blocking-pool work), the runtime writes one line and this dump to

@@ -101,9 +101,11 @@ void weft__stack_free_many(weft__stack *const *s, unsigned n);
 /* Return the memory of up to max cached stacks beyond the hot reserve to
  * the kernel; the number still over it. Called by idle workers. */
 size_t weft__stack_trim(size_t max);
-/* Call fn on every stack ever carved and not yet released, free or in
- * use, under the allocator's lock: how the scheduler finds every fiber
- * (their records sit at the top of their stacks) without keeping a list. */
+/* Call fn on every stack carved before the call and not yet released,
+ * free or in use: how the scheduler finds every fiber (their records sit
+ * at the top of their stacks) without keeping a list. fn runs without the
+ * allocator's lock (it may allocate and free stacks; others may meanwhile),
+ * and the stacks it visits stay mapped until it returns. */
 void weft__stack_each(void (*fn)(weft__stack *s, void *arg), void *arg);
 /* Unmap every stack of every pool (runtime teardown: all must be free). */
 void weft__stack_release_all(void);

@@ -367,11 +367,31 @@ size_t weft__stack_trim(size_t max)
     return left;
 }
 
+/* The lock is held only to take the picture of where the stacks lie: fn
+ * (the dump's walk, which unwinds and formats) runs without it, so that
+ * allocation, freeing and idle workers' trims never wait for it. Slabs
+ * are only ever added while a runtime runs; walkers counts the walks in
+ * progress, and weft__stack_release_all waits for them before it unmaps. */
+static int walkers;
+static pthread_cond_t walkers_gone = PTHREAD_COND_INITIALIZER;
+
 void weft__stack_each(void (*fn)(weft__stack *s, void *arg), void *arg)
 {
+    struct weft__stack_snap snap;
     pthread_mutex_lock(&lock);
-    weft__stack_pools_each(pools, fn, arg);
+    if (weft__stack_snap_take(pools, &snap) < 0) {
+        weft__stack_pools_each(pools, fn, arg);   /* no memory: the old way */
+        pthread_mutex_unlock(&lock);
+        return;
+    }
+    walkers++;
     pthread_mutex_unlock(&lock);
+    weft__stack_snap_each(&snap, fn, arg);
+    pthread_mutex_lock(&lock);
+    if (--walkers == 0)
+        pthread_cond_broadcast(&walkers_gone);
+    pthread_mutex_unlock(&lock);
+    weft__stack_snap_free(&snap);
 }
 
 void weft__stack_atfork_child(void)
@@ -383,6 +403,8 @@ void weft__stack_atfork_child(void)
 void weft__stack_release_all(void)
 {
     pthread_mutex_lock(&lock);
+    while (walkers)
+        pthread_cond_wait(&walkers_gone, &lock);
     while (pools) {
         struct weft__stack_pool *p = pools;
         pools = p->next;

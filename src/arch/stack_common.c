@@ -6,6 +6,7 @@
  */
 #include "stack_pool.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
@@ -97,6 +98,41 @@ void weft__stack_pools_each(struct weft__stack_pool *pools, void (*fn)(weft__sta
                 fn(weft__stack_at(p, g), arg);
         }
     }
+}
+
+int weft__stack_snap_take(struct weft__stack_pool *pools, struct weft__stack_snap *snap)
+{
+    size_t n = 0;
+    for (struct weft__stack_pool *p = pools; p; p = p->next)
+        for (struct slab *sl = p->slabs; sl; sl = sl->next)
+            n++;
+    snap->n = 0;
+    snap->spans = n ? malloc(n * sizeof *snap->spans) : NULL;
+    if (n && !snap->spans)
+        return -ENOMEM;
+    for (struct weft__stack_pool *p = pools; p; p = p->next) {
+        bool newest = true;
+        for (struct slab *sl = p->slabs; sl; sl = sl->next, newest = false)
+            snap->spans[snap->n++] = (struct weft__stack_span){
+                p, sl->base, newest ? p->carve : sl->base + sl->len };
+    }
+    return 0;
+}
+
+void weft__stack_snap_each(const struct weft__stack_snap *snap,
+                           void (*fn)(weft__stack *s, void *arg), void *arg)
+{
+    for (size_t i = 0; i < snap->n; i++) {
+        const struct weft__stack_span *sp = &snap->spans[i];
+        for (char *g = sp->base; g + sp->p->stride <= sp->end; g += sp->p->stride)
+            fn(weft__stack_at(sp->p, g), arg);
+    }
+}
+
+void weft__stack_snap_free(struct weft__stack_snap *snap)
+{
+    free(snap->spans);
+    *snap = (struct weft__stack_snap){ 0 };
 }
 
 void weft__stack_fill_canary(char *g, size_t len)

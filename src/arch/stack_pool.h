@@ -62,6 +62,20 @@ static inline weft__stack *weft__stack_at(const struct weft__stack_pool *p, char
  * its carve point). */
 void weft__stack_pools_each(struct weft__stack_pool *pools, void (*fn)(weft__stack *s, void *arg),
                             void *arg);
+/* The same walk in two halves, so that the lock is held only for the
+ * first: weft__stack_snap_take (lock held) notes where the carved stacks
+ * lie — one span per slab, a few dozen for ten thousand stacks — and
+ * weft__stack_snap_each (lock released) visits them. Stacks carved after
+ * the picture are not visited. The caller keeps the spans' memory mapped
+ * until the visit ends (its allocator counts walkers, and
+ * weft__stack_release_all waits for them). Take returns -ENOMEM when the
+ * picture cannot be allocated: the caller then walks under its lock. */
+struct weft__stack_span { const struct weft__stack_pool *p; char *base, *end; };
+struct weft__stack_snap { struct weft__stack_span *spans; size_t n; };
+int  weft__stack_snap_take(struct weft__stack_pool *pools, struct weft__stack_snap *snap);
+void weft__stack_snap_each(const struct weft__stack_snap *snap,
+                           void (*fn)(weft__stack *s, void *arg), void *arg);
+void weft__stack_snap_free(struct weft__stack_snap *snap);
 void weft__stack_fill_canary(char *g, size_t len);
 /* Is the top of the pattern below s->lo intact? An overflow writes it
  * first, so that is all the hot path checks. */

@@ -278,16 +278,35 @@ size_t weft__stack_trim(size_t max)
     return left;
 }
 
+/* As in stack.c: the lock only for the picture, fn without it, and
+ * weft__stack_release_all waits for the walks in progress. */
+static int walkers;
+static CONDITION_VARIABLE walkers_gone = CONDITION_VARIABLE_INIT;
+
 void weft__stack_each(void (*fn)(weft__stack *s, void *arg), void *arg)
 {
+    struct weft__stack_snap snap;
     AcquireSRWLockExclusive(&lock);
-    weft__stack_pools_each(pools, fn, arg);
+    if (weft__stack_snap_take(pools, &snap) < 0) {
+        weft__stack_pools_each(pools, fn, arg);   /* no memory: the old way */
+        ReleaseSRWLockExclusive(&lock);
+        return;
+    }
+    walkers++;
     ReleaseSRWLockExclusive(&lock);
+    weft__stack_snap_each(&snap, fn, arg);
+    AcquireSRWLockExclusive(&lock);
+    if (--walkers == 0)
+        WakeAllConditionVariable(&walkers_gone);
+    ReleaseSRWLockExclusive(&lock);
+    weft__stack_snap_free(&snap);
 }
 
 void weft__stack_release_all(void)
 {
     AcquireSRWLockExclusive(&lock);
+    while (walkers)
+        SleepConditionVariableSRW(&walkers_gone, &lock, INFINITE, 0);
     while (pools) {
         struct weft__stack_pool *p = pools;
         pools = p->next;

@@ -20,11 +20,29 @@
  *   -EBUSY and the dump says "running on worker N" (the watchdog asks the
  *   worker's own thread instead: weft__diag_capture_running).
  *
+ * A DUMP DOES NOT STOP THE PROGRAM
+ *   A dump of ten thousand fibers takes a few hundred milliseconds, most of
+ *   it naming pcs and formatting. None of that may happen under a lock the
+ *   scheduler or the stack allocator needs: the stack pool's lock, held
+ *   across the whole walk, once stalled every worker for seconds (idle
+ *   workers take it to trim, spawns to refill their caches). So:
+ *     - the walk (weft__each_fiber) holds the allocator's lock only to note
+ *       where the stacks lie, and visits them without it; the allocator
+ *       keeps the stacks mapped until the walk ends;
+ *     - each fiber is held only while its state, wait record and frames are
+ *       read (dump_one), which is one unwind: tens of microseconds. A
+ *       worker that wants to resume it meanwhile waits that long, as above;
+ *     - frames are named after the release, through a cache of the pcs
+ *       already named in this dump (parked fibers share most of theirs);
+ *     - the text is written once, at the end, with no lock held.
+ *   The dumping thread itself is busy for the whole dump: call weft_dump
+ *   from a plain thread (the dump signal's is one), or expect the calling
+ *   fiber's worker to be taken for that long (the watchdog will say so).
+ *
  * WHAT A DUMP MAY GET WRONG
- *   The dump visits every fiber by walking the stacks under the stack
- *   allocator's lock (weft__each_fiber), so none is freed meanwhile. It does
- *   not stop the world: fibers keep running, parking and waking. A fiber the
- *   dump managed to hold is described consistently (its wait record —
+ *   It does not stop the world: fibers keep running, parking, waking,
+ *   returning and being spawned while it walks. A fiber the dump managed
+ *   to hold is described consistently (its wait record —
  *   wkind, wobj, wsince, its timer's time — is written only by the fiber
  *   itself, which cannot run while held; the timer's place in its heap can
  *   change, and is only tested for "armed"); only its state word may already
@@ -32,8 +50,11 @@
  *   waker claimed it and readied it a moment ago): the dump prints
  *   "runnable (woken from ...)" then. A fiber it could not hold is printed
  *   from a racy read of its state and worker: "running on worker N" may be
- *   a few microseconds stale. Counters are relaxed loads: each is exact,
- *   they are not a consistent snapshot of one instant.
+ *   a few microseconds stale, and its record may be reused by a new spawn
+ *   while it is read — its id and name are read with weft__fiber_ident,
+ *   so they are one fiber's or the other's. Stack sizes come from the
+ *   stack's own record, written once. Counters are relaxed loads: each is
+ *   exact, they are not a consistent snapshot of one instant.
  *
  * The dump and the reports are built in memory and written once, after the
  * locks are released: writing to a pipe nobody reads must not stall spawns.
@@ -79,6 +100,22 @@ int weft__fiber_hold(weft_fiber *f)
 void weft__fiber_release(weft_fiber *f)
 {
     atomic_store_explicit(&f->on_cpu, 0, memory_order_release);
+}
+
+void weft__fiber_ident(const weft_fiber *f, uint64_t *id, char name[WEFT_NAME_MAX])
+{
+    /* Atomic loads, as spawn's stores are (set_ident in fiber.c), then an
+     * acquire fence: whatever the caller reads after this to check that
+     * f is still the fiber it meant (its sequence) is not older than the
+     * words read here. */
+    const uint64_t *src = (const uint64_t *)(const void *)f->name;
+    uint64_t w[WEFT_NAME_MAX / 8];
+    for (size_t i = 0; i < WEFT_NAME_MAX / 8; i++)
+        w[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+    *id = __atomic_load_n(&f->id, __ATOMIC_RELAXED);
+    atomic_thread_fence(memory_order_acquire);
+    memcpy(name, w, WEFT_NAME_MAX);
+    name[WEFT_NAME_MAX - 1] = 0;
 }
 
 /* ----------------------------------------------------------- backtraces */
@@ -144,24 +181,66 @@ void weft__text_printf(struct weft__text *t, const char *fmt, ...)
     }
 }
 
-void weft__text_backtrace(struct weft__text *t, void *const *pcs, int n)
+/* What follows "#i pc" on a frame's line: " name+0xoff (object)". The
+ * first frame's pc is the instruction itself, the others' a return
+ * address (looked up one byte earlier), so the two are named apart. */
+static void frame_text(struct weft__text *t, const char *pc, bool first)
+{
+    /* Return addresses point after the call: name the call itself. */
+    const char *look = first ? pc : pc - 1;
+    char name[256];
+    uintptr_t off = 0;
+    if (weft__unwind_symbol(look, name, sizeof name, &off) < 0)
+        weft__text_printf(t, " ??");
+    else
+        weft__text_printf(t, " %s+0x%lx", name,
+                          (unsigned long)(off + !first));   /* the return address's offset */
+    const char *obj = weft__unwind_object(look);
+    if (obj)
+        weft__text_printf(t, " (%s)", obj);
+}
+
+/* Naming a pc is the dearest step of a dump (libunwind reads the object's
+ * symbol table from its file each time), and ten thousand parked fibers
+ * mostly show the same few dozen pcs: a dump names each one once. A
+ * table of the last text per slot, overwritten on collision. */
+#define SYM_SLOTS 1024
+struct weft__symcache {
+    struct { const void *pc; bool first; char *text; } slot[SYM_SLOTS];
+};
+
+static void backtrace_cached(struct weft__text *t, void *const *pcs, int n,
+                             struct weft__symcache *c)
 {
     for (int i = 0; i < n; i++) {
-        /* Return addresses point after the call: name the call itself. */
         const char *pc = (const char *)pcs[i];
-        const char *look = i == 0 ? pc : pc - 1;
-        char name[256];
-        uintptr_t off = 0;
-        if (weft__unwind_symbol(look, name, sizeof name, &off) < 0)
-            weft__text_printf(t, "    #%-2d %p ??", i, (void *)pc);
-        else
-            weft__text_printf(t, "    #%-2d %p %s+0x%lx", i, (void *)pc, name,
-                              (unsigned long)(off + (i > 0)));   /* the return address's offset */
-        const char *obj = weft__unwind_object(look);
-        if (obj)
-            weft__text_printf(t, " (%s)", obj);
+        weft__text_printf(t, "    #%-2d %p", i, (void *)pc);
+        if (!c) {
+            frame_text(t, pc, i == 0);
+        } else {
+            size_t h = ((uintptr_t)pc * 0x9e3779b97f4a7c15ull >> 40) % SYM_SLOTS;
+            if (!c->slot[h].text || c->slot[h].pc != pc || c->slot[h].first != (i == 0)) {
+                struct weft__text one = { 0 };
+                frame_text(&one, pc, i == 0);
+                if (one.oom) {
+                    free(one.buf);
+                    t->oom = 1;
+                    return;
+                }
+                free(c->slot[h].text);
+                c->slot[h].pc = pc;
+                c->slot[h].first = i == 0;
+                c->slot[h].text = one.buf;   /* never NULL: frame_text writes at least " ??" */
+            }
+            weft__text_printf(t, "%s", c->slot[h].text);
+        }
         weft__text_printf(t, "\n");
     }
+}
+
+void weft__text_backtrace(struct weft__text *t, void *const *pcs, int n)
+{
+    backtrace_cached(t, pcs, n, NULL);
 }
 
 void weft__text_write(struct weft__text *t, int fd)
@@ -203,7 +282,17 @@ struct dump {
     struct weft__text t;
     void *self_pcs[DUMP_FRAMES];   /* the caller's stack, taken before the walk */
     int self_n;
+    struct weft__symcache syms;
 };
+
+/* The stack record just above f: the inverse of fiber.c's fiber_of (the
+ * record is the first 64-byte-aligned slot past the fiber's). Written
+ * once, when the stack was carved, and never unmapped while a walk runs,
+ * so it is read without holding f. */
+static const weft__stack *stack_of(const weft_fiber *f)
+{
+    return (const weft__stack *)(((uintptr_t)f + sizeof *f + 63) & ~(uintptr_t)63);
+}
 
 /* A duration for people: ms below ten seconds, then s. */
 static void put_duration(struct weft__text *t, int64_t ns)
@@ -274,16 +363,24 @@ static void describe_wait(struct weft__text *t, weft_fiber *f, uint64_t now)
     }
 }
 
+/* One fiber. Held (weft__fiber_hold) only while what can change is read:
+ * its state and wait record, and its frames — the unwinder reads the
+ * stack in place, which is what the hold protects. Naming the frames,
+ * measuring the stack's high-water mark and formatting come after the
+ * release: by then the fiber may be running again. */
 static void dump_one(weft_fiber *f, void *arg)
 {
     struct dump *d = arg;
     struct weft__text *t = &d->t;
     uint64_t now = weft__now();
-    weft__text_printf(t, "fiber %llu \"%s\"%s%s: ", (unsigned long long)f->id, f->name,
-                      f->flags & WEFT__MAIN ? " (main)" : "",
-                      f->flags & WEFT_PINNED ? " (pinned)" : "");
     void *pcs[DUMP_FRAMES];
     int n = 0;
+    uint64_t id;
+    char name[WEFT_NAME_MAX];
+    weft__fiber_ident(f, &id, name);
+    unsigned flags = __atomic_load_n(&f->flags, __ATOMIC_RELAXED);
+    weft__text_printf(t, "fiber %llu \"%s\"%s%s: ", (unsigned long long)id, name,
+                      flags & WEFT__MAIN ? " (main)" : "", flags & WEFT_PINNED ? " (pinned)" : "");
     if (f == weft__cur_fiber()) {
         weft__text_printf(t, "running on worker %d (the caller)", weft__worker_index(f->worker));
         n = d->self_n;
@@ -302,18 +399,18 @@ static void dump_one(weft_fiber *f, void *arg)
         weft__fiber_release(f);
     } else {
         int st = atomic_load_explicit(&f->state, memory_order_relaxed);
-        const weft__worker *w = f->worker;
+        const weft__worker *w = __atomic_load_n(&f->worker, __ATOMIC_RELAXED);
         if (st == WEFT_F_DEAD)
             weft__text_printf(t, "returned, not yet joined");
         else
             weft__text_printf(t, "running on worker %d", weft__worker_index(w));
     }
-    size_t size = (size_t)(f->stack->hi - f->stack->lo);
+    const weft__stack *s = stack_of(f);
     weft__text_printf(t, "; stack %llu KiB, high-water %llu KiB\n",
-                      (unsigned long long)(size >> 10),
-                      (unsigned long long)((weft__stack_used(f->stack) + 1023) >> 10));
+                      (unsigned long long)((size_t)(s->hi - s->lo) >> 10),
+                      (unsigned long long)((weft__stack_used(s) + 1023) >> 10));
     if (n > 0)
-        weft__text_backtrace(t, pcs, n);
+        backtrace_cached(t, pcs, n, &d->syms);
 }
 
 /* A plain thread reads the runtime's records only inside the readers'
@@ -363,6 +460,8 @@ __attribute__((noinline)) int weft_dump(int fd)
     weft__text_printf(t, "weft: end of dump\n");
     int err = t->oom ? -ENOMEM : 0;
     weft__text_write(t, fd);
+    for (size_t i = 0; i < SYM_SLOTS; i++)
+        free(d->syms.slot[i].text);
     free(d);
     return err;
 }

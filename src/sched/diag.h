@@ -23,6 +23,12 @@ void weft__diag_stop(void);
 int  weft__fiber_hold(weft_fiber *f);
 void weft__fiber_release(weft_fiber *f);
 
+/* f's id and name, read so that a record being reused by a new spawn at
+ * the same moment gives old or new values rather than a data race. The
+ * caller that cannot hold f checks afterwards, by its own sequence, that
+ * f was still the fiber it meant. See diag.c. */
+void weft__fiber_ident(const weft_fiber *f, uint64_t *id, char name[WEFT_NAME_MAX]);
+
 /* Append text to a growing buffer (dump and watchdog reports are built in
  * memory, then written once: never block on an fd with locks held). */
 struct weft__text { char *buf; size_t len, cap; int oom; };
@@ -42,6 +48,10 @@ void weft__diag_os_atfork_child(void);
  * thread (a signal on POSIX). Returns the count, 0 if f no longer runs
  * there, or -errno (-ETIMEDOUT if the thread did not answer). */
 int  weft__diag_capture_running(weft__worker *w, weft_fiber *f, void **pcs, int max);
+/* The name of the system call w's thread is blocked in if a signal would
+ * make it fail with EINTR even under SA_RESTART (poll, nanosleep, ...),
+ * else NULL. The watchdog does not signal such a thread. */
+const char *weft__diag_blocked_call(weft__worker *w);
 
 /* CPU time used by w's thread (ns), and whether it is runnable but not
  * running (preempted), from the OS; -1 when unknown. The watchdog uses them

@@ -41,9 +41,15 @@
  *   preemption signal: ignored by default, so a stray one is harmless, and
  *   hardly ever used by programs (it means out-of-band data on a socket; one
  *   not ours is passed to the handler that was there before). The handler
- *   is installed with SA_RESTART, but a raw blocking call the fiber was
- *   stuck in may still see EINTR (nanosleep, poll): the watchdog asks once
- *   per stuck episode.
+ *   is installed with SA_RESTART, so a raw blocking read(2), write(2),
+ *   accept(2)... the fiber is stuck in resumes as if nothing happened. Some
+ *   calls fail with EINTR after any handler, SA_RESTART or not (poll,
+ *   nanosleep, epoll_wait...: the table above weft__diag_blocked_call):
+ *   the watchdog reads which call the thread is blocked in from /proc
+ *   first, and leaves a thread blocked in one of those alone, without a
+ *   backtrace. What is left: a thread that enters such a call in the
+ *   microseconds between that look and the signal, and sockets with a
+ *   receive or send timeout, which cannot be seen from outside.
  */
 #define _GNU_SOURCE
 #include "diag.h"
@@ -57,6 +63,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -120,6 +127,75 @@ int weft__diag_thread_preempted(weft__worker *w)
     buf[n] = 0;
     const char *p = strrchr(buf, ')');   /* the name may hold spaces */
     return p && p[1] == ' ' && p[2] == 'R';
+}
+
+/* The system calls that fail with EINTR when a signal handler runs, even
+ * one installed with SA_RESTART (signal(7), "Interruption of system calls
+ * and library functions by signal handlers"): the waits with a timeout,
+ * sleeps, signal waits and System V IPC. Sockets with SO_RCVTIMEO or
+ * SO_SNDTIMEO set belong here too, but whether one is set cannot be seen
+ * from outside: those are signalled, and may see EINTR. */
+static const struct { long nr; const char *name; } unrestarted[] = {
+#ifdef SYS_poll
+    { SYS_poll, "poll" },
+#endif
+#ifdef SYS_select
+    { SYS_select, "select" },
+#endif
+#ifdef SYS_epoll_wait
+    { SYS_epoll_wait, "epoll_wait" },
+#endif
+#ifdef SYS_pause
+    { SYS_pause, "pause" },
+#endif
+#ifdef SYS_epoll_pwait2
+    { SYS_epoll_pwait2, "epoll_pwait2" },
+#endif
+    { SYS_ppoll, "ppoll" },
+    { SYS_pselect6, "pselect6" },
+    { SYS_epoll_pwait, "epoll_pwait" },
+    { SYS_nanosleep, "nanosleep" },
+    { SYS_clock_nanosleep, "clock_nanosleep" },
+    { SYS_rt_sigtimedwait, "sigtimedwait" },
+    { SYS_rt_sigsuspend, "sigsuspend" },
+    { SYS_io_getevents, "io_getevents" },
+#ifdef SYS_io_uring_enter
+    { SYS_io_uring_enter, "io_uring_enter" },
+#endif
+    { SYS_msgrcv, "msgrcv" },
+    { SYS_msgsnd, "msgsnd" },
+    { SYS_semtimedop, "semtimedop" },
+#ifdef SYS_semop
+    { SYS_semop, "semop" },
+#endif
+};
+
+const char *weft__diag_blocked_call(weft__worker *w)
+{
+    pthread_t tid;
+    pid_t lwp = worker_thread(w, &tid);
+    if (!lwp)
+        return NULL;
+    /* "NR args... sp pc" while blocked in a call, "running" or "-1 sp pc"
+     * otherwise. A thread of our own process may always read it. */
+    char path[64], buf[128];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)lwp);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return NULL;
+    buf[n] = 0;
+    char *end;
+    long nr = strtol(buf, &end, 10);
+    if (end == buf || nr < 0)
+        return NULL;
+    for (size_t i = 0; i < sizeof unrestarted / sizeof unrestarted[0]; i++)
+        if (unrestarted[i].nr == nr)
+            return unrestarted[i].name;
+    return NULL;
 }
 
 /* ------------------------------------------- async-signal-safe formatting */
@@ -263,11 +339,7 @@ static void on_fatal(int sig, siginfo_t *info, void *uctx)
         print_signal_frames(uctx);
     }
     struct sigaction *old = &old_fatal[k];
-    if ((old->sa_flags & SA_SIGINFO) && old->sa_sigaction) {
-        old->sa_sigaction(sig, info, uctx);   /* the program's own handler */
-    } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
-        old->sa_handler(sig);
-    } else {
+    if (!weft__sig_chain(old, sig, info, uctx)) {   /* else the program's own handler ran */
         sigaction(sig, old, NULL);
         if (info->si_code <= 0)
             raise(sig);   /* sent, not a fault: pending until we return */
@@ -391,10 +463,8 @@ static void on_urg(int sig, siginfo_t *info, void *uctx)
             cap.n = weft__cur_fiber() == cap.f ? weft__unwind_signal(uctx, cap.pcs, cap.max) : 0;
             atomic_store(&cap.state, CAP_DONE);
         }
-    } else if ((old_urg.sa_flags & SA_SIGINFO) && old_urg.sa_sigaction) {
-        old_urg.sa_sigaction(sig, info, uctx);
-    } else if (old_urg.sa_handler != SIG_DFL && old_urg.sa_handler != SIG_IGN) {
-        old_urg.sa_handler(sig);
+    } else {
+        weft__sig_chain(&old_urg, sig, info, uctx);   /* not ours: the program's, if any */
     }
     errno = saved;
 }

@@ -20,5 +20,6 @@ int weft__diag_capture_running(weft__worker *w, weft_fiber *f, void **pcs, int m
     return -ENOTSUP;
 }
 
+const char *weft__diag_blocked_call(weft__worker *w) { (void)w; return NULL; }
 int64_t weft__diag_thread_cpu(weft__worker *w) { (void)w; return -1; }
 int     weft__diag_thread_preempted(weft__worker *w) { (void)w; return -1; }

@@ -249,6 +249,27 @@ static inline __attribute__((always_inline)) void zero_record(void *p, size_t n)
         *(uint64_t *)((char *)p + n - 8) = 0;
 }
 
+/* id and name are read by the watchdog and the dump from other threads
+ * while the fiber may be returning and this very code reusing its record
+ * (weft__fiber_ident in diag.c). So they lie outside the range
+ * zero_record clears and are stored word by word with atomic stores,
+ * after a release fence: such a reader gets old or new words, never a
+ * data race, and tells which by checking its own sequence afterwards. */
+static void set_ident(weft_fiber *f, uint64_t id, const char *name)
+{
+    _Static_assert(offsetof(weft_fiber, name) % 8 == 0 && WEFT_NAME_MAX % 8 == 0,
+                   "the name is stored in whole words");
+    union { char c[WEFT_NAME_MAX]; uint64_t w[WEFT_NAME_MAX / 8]; } u = { .w = { 0 } };
+    if (name)
+        strncpy(u.c, name, WEFT_NAME_MAX - 1);
+    atomic_thread_fence(memory_order_release);
+    uint64_t *dst = (uint64_t *)(void *)f->name;
+    for (size_t i = 0; i < WEFT_NAME_MAX / 8; i++)
+        __atomic_store_n(&dst[i], u.w[i], __ATOMIC_RELAXED);
+    __atomic_store_n(&f->id, id, __ATOMIC_RELAXED);
+}
+
+
 /* Spawn on worker w, or from a plain thread (w == NULL) that passed the
  * outside gate (sched.c, START-UP AND SHUTDOWN). */
 static inline __attribute__((always_inline)) int
@@ -269,23 +290,18 @@ spawn_on(weft__worker *w, weft_fiber **out, const weft_attr *attr, void *(*fn)(v
         return err;
 
     weft_fiber *f = fiber_of(s);
-    /* Zero all but the header (published last, below) and the name (one
-     * terminator): under 256 bytes. */
-    _Static_assert((offsetof(weft_fiber, name) - offsetof(weft_fiber, ctx)) % 8 == 0,
+    /* Zero all but the header (published last, below) and the identity
+     * (set_ident): under 256 bytes. */
+    _Static_assert((offsetof(weft_fiber, id) - offsetof(weft_fiber, ctx)) % 8 == 0,
                    "zero_record stores whole words");
-    zero_record(&f->ctx, offsetof(weft_fiber, name) - offsetof(weft_fiber, ctx));
-    f->name[0] = 0;
+    zero_record(&f->ctx, offsetof(weft_fiber, id) - offsetof(weft_fiber, ctx));
     f->flags = flags;
     f->stack = s;
     f->fn = fn;
     f->arg = arg;
     f->deadline = -1;
     f->timer.idx = SIZE_MAX;
-    f->id = next_id(w);
-    if (attr && attr->name) {
-        strncpy(f->name, attr->name, WEFT_NAME_MAX - 1);
-        f->name[WEFT_NAME_MAX - 1] = 0;
-    }
+    set_ident(f, next_id(w), attr ? attr->name : NULL);
     if (atomic_load(&weft__rt.cancel_all))
         atomic_store(&f->cancelled, 1);
     if (flags & WEFT_PINNED)

@@ -112,7 +112,6 @@ struct weft_fiber {
     weft__worker *worker;           /* the worker it runs/ran on */
     weft__worker *home;             /* pinned: the only worker it may run on */
     weft_fiber *next;               /* run-queue / inbox / global-queue link */
-    uint64_t id;
     int saved_errno;
 
     /* wait protocol */
@@ -143,7 +142,11 @@ struct weft_fiber {
     void *asan_fake;
     void *tsan_fiber;
 
-    char name[WEFT_NAME_MAX];       /* last: spawn zeroes everything before it */
+    /* Identity, last: spawn zeroes everything from ctx to here, then
+     * stores these two with atomic stores (the watchdog and the dump read
+     * them while the record may be reused: weft__fiber_ident in diag.c). */
+    uint64_t id;
+    char name[WEFT_NAME_MAX];
 };
 
 /* ---------------------------------------------------------- current fiber */
@@ -246,9 +249,11 @@ extern _Atomic uint32_t weft__pool_threads;
 extern int (*weft__wait_fd)(const void *wobj);
 
 /* Visit every fiber spawned and not yet freed (running, runnable, parked,
- * or returned and not yet joined). fn runs under the stack allocator's
- * lock, so it must not spawn or free; fields other than magic and state
- * may be changing under it. */
+ * or returned and not yet joined). fn runs without the stack allocator's
+ * lock, while fibers keep running, returning and being spawned: fields
+ * other than magic and state may be changing under it (a fiber held with
+ * weft__fiber_hold is stable), and a record may even be freed and reused
+ * by a new spawn while fn looks at it; its memory stays mapped. */
 void weft__each_fiber(void (*fn)(weft_fiber *, void *), void *arg);
 
 /* ------------------------------------------------------- the poller hooks */

@@ -40,6 +40,7 @@
 #define _GNU_SOURCE
 #include "diag.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,16 +92,37 @@ static uint32_t shed(weft__worker *w)
     return total;
 }
 
+/* Who the hog is, read from another thread while it may be returning,
+ * and its record reused by a spawn: its id and name with atomic loads
+ * (weft__fiber_ident), then the check of a seqlock whose sequence is the
+ * worker's switch counter. Still f on w, with the counter unchanged since
+ * the check that found it stuck, means f did not switch away, so it did
+ * not return, and the words read are its own. Otherwise the hog let go a
+ * moment ago: 0 (the report then says so instead of naming someone). */
+struct ident { uint64_t id; char name[WEFT_NAME_MAX]; };
+
+static int identify(weft__worker *w, weft_fiber *f, uint64_t sw, struct ident *who)
+{
+    weft__fiber_ident(f, &who->id, who->name);   /* ends with an acquire fence */
+    return __atomic_load_n(&w->cur, __ATOMIC_RELAXED) == f &&
+           atomic_load_explicit(&w->st.switches, memory_order_relaxed) == sw;
+}
+
 /* pcs[0..n): the hog's frames, captured before its queue moved (n == 0:
- * it had yielded by then; n < 0: no backtrace, -errno). */
-static void report(weft__worker *w, weft_fiber *f, uint64_t held, uint32_t moved,
-                   void *const *pcs, int n)
+ * it had yielded by then; n < 0: no backtrace, -errno; blocked: the call
+ * it was left alone in). who: NULL if it let go before it could be named. */
+static void report(weft__worker *w, const struct ident *who, uint64_t held, uint32_t moved,
+                   void *const *pcs, int n, const char *blocked)
 {
     struct weft__text t = { 0 };
-    weft__text_printf(&t, "weft: watchdog: fiber %llu \"%s\" has held worker %u for %llu ms "
+    if (who)
+        weft__text_printf(&t, "weft: watchdog: fiber %llu \"%s\"", (unsigned long long)who->id,
+                          who->name);
+    else
+        weft__text_printf(&t, "weft: watchdog: a fiber (it let go as it was being named)");
+    weft__text_printf(&t, " has held worker %u for %llu ms "
                       "without yielding (a CPU hog, or a blocking call outside weft?)",
-                      (unsigned long long)f->id, f->name, w->idx,
-                      (unsigned long long)(held / 1000000));
+                      w->idx, (unsigned long long)(held / 1000000));
     if (weft__rt.n > 1)
         weft__text_printf(&t, "; %u queued fibers moved to other workers\n", moved);
     else
@@ -109,6 +131,9 @@ static void report(weft__worker *w, weft_fiber *f, uint64_t held, uint32_t moved
         weft__text_backtrace(&t, pcs, n);
     else if (n == 0)
         weft__text_printf(&t, "    (it yielded before its backtrace was taken)\n");
+    else if (blocked)
+        weft__text_printf(&t, "    (no backtrace: it is blocked in %s(2), which the signal that "
+                          "takes one would make fail with EINTR)\n", blocked);
     else
         weft__text_printf(&t, "    (no backtrace: %s)\n", strerror(-n));
     weft__text_write(&t, 2);
@@ -145,17 +170,24 @@ static void check(uint64_t now)
         bool first = !s->reported;
         void *pcs[REPORT_FRAMES];
         int n = 0;
+        struct ident who;
+        int named = 0;
+        const char *blocked = NULL;
         if (first) {
             s->reported = 1;
+            named = identify(w, f, sw, &who);
             atomic_fetch_add(&weft__wd_reports, 1);   /* counted before anything moves */
             /* The backtrace first: once its queue has moved, the fibers it
              * held up run elsewhere, and the hog may be waiting for just
-             * that and let go before a later capture reached it. */
-            n = weft__diag_capture_running(w, f, pcs, REPORT_FRAMES);
+             * that and let go before a later capture reached it. Not from
+             * a thread blocked in a call our signal would make fail with
+             * EINTR (poll, nanosleep, ...): the report names the call. */
+            blocked = weft__diag_blocked_call(w);
+            n = blocked ? -EINTR : weft__diag_capture_running(w, f, pcs, REPORT_FRAMES);
         }
         uint32_t moved = weft__rt.n > 1 ? shed(w) : 0;
         if (first)
-            report(w, f, now - s->since, moved, pcs, n);
+            report(w, named ? &who : NULL, now - s->since, moved, pcs, n, blocked);
     }
 }
 

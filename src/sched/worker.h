@@ -161,6 +161,13 @@ void weft__crash_uninstall(void);
 void weft__crash_thread_init(weft__worker *w);
 void weft__crash_thread_fini(weft__worker *w);
 void weft__crash_atfork_child(void);   /* POSIX: see weft__sched_atfork_child */
+#ifndef _WIN32
+#include <signal.h>
+/* crash_posix.c: call old, the handler there was before ours, as the
+ * kernel would have (its mask blocked). 1 if old is a function and ran,
+ * 0 for SIG_DFL and SIG_IGN: what happens then is the caller's choice. */
+int weft__sig_chain(const struct sigaction *old, int sig, siginfo_t *info, void *uctx);
+#endif
 
 /* sanitizer hooks (san.h) are static inline in sched.c and fiber.c */
 
