@@ -120,6 +120,26 @@ IO_TEST(faults_start_mmap)
     test_run_cfg(&cfg, serves_main, NULL);
 }
 
+static void *nothing(void *arg) { return arg; }
+
+/* The Nth mmap of a start-up fails, whichever it is (a worker's alternate
+ * signal stack, the slab of the main fiber's stack): weft_run fails with
+ * -ENOMEM or does without what it could not have, and the next one works. */
+IO_TEST(faults_start_mmap_nth)
+{
+    for (unsigned nth = 1; nth <= 6; nth++) {
+        weft_config cfg = { .workers = 2, .stack_size = (size_t)(8 + nth) << 20 };
+        ASSERT_EQ(fault_arm("mmap", ENOMEM, nth, 1), 0);
+        int fds = count_fds();
+        int r = weft_run(&cfg, nothing, NULL, NULL);
+        fault_disarm_all();
+        if (r != 0)
+            ASSERT_EQ(r, -ENOMEM);
+        ASSERT_EQ(count_fds(), fds);
+    }
+    test_run(serves_main, NULL);
+}
+
 TEST(faults_start_epoll_ctl)
 {
     if (!io_use_backend("epoll"))
