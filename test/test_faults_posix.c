@@ -291,6 +291,9 @@ static void *main_epoll_ctl(void *arg)
         ASSERT_EQ(weft_read(p[0], &c, 1), -errs[i]);
         ASSERT_EQ(fault_hits("epoll_ctl"), (unsigned)i + 1);
     }
+    /* a wait on it: the same registration */
+    ASSERT_EQ(fault_arm("epoll_ctl", EMFILE, 1, 1), 0);
+    ASSERT_EQ(weft_wait_fd(p[0], POLLIN), -EMFILE);
     /* and the next read registers it after all */
     weft_fiber *f;
     ASSERT_EQ(weft_spawn(&f, NULL, write_later, (void *)(intptr_t)p[1]), 0);
@@ -312,6 +315,51 @@ TEST(faults_epoll_ctl)
     if (io_use_backend("epoll"))
         test_run(main_epoll_ctl, NULL);
 }
+
+/* ----------------------------------------------------------- diagnostics */
+
+/* weft_dump into a temporary file; its text (static buffer). */
+static const char *dump_text(void)
+{
+    static char buf[65536];
+    FILE *f = tmpfile();
+    ASSERT(f);
+    ASSERT_EQ(weft_dump(fileno(f)), 0);
+    rewind(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+static void *parked(void *arg) { weft_sleep(10000 * MS); return arg; }
+
+/* Symbols for the dump come from the ELF files, mapped with mmap: without
+ * them the dump still works, and names come back with the memory. */
+static void *main_dump_mmap(void *arg)
+{
+    weft_fiber *f;
+    ASSERT_EQ(weft_spawn(&f, NULL, parked, NULL), 0);
+    weft_sleep(MS);
+    ASSERT_EQ(fault_arm("mmap", ENOMEM, 1, FAULT_ALWAYS), 0);
+    const char *t = dump_text();
+    ASSERT_CONTAINS(t, "weft: end of dump");
+    void *pcs[8];
+    int n = weft_backtrace(f, pcs, 8);
+    ASSERT_GT(n, 0);
+    int dn = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    ASSERT_EQ(weft_backtrace_print(dn, pcs, n), 0);
+    close(dn);
+    fault_disarm_all();
+    t = dump_text();
+    ASSERT_CONTAINS(t, " parked+0x");   /* the function's name, in its frame */
+    weft_cancel(f);
+    ASSERT_EQ(weft_join(f, NULL), 0);
+    serves();
+    return arg;
+}
+
+IO_TEST(faults_dump_mmap) { test_run(main_dump_mmap, NULL); }
 
 /* --------------------------------------------------------------- accept */
 
