@@ -16,7 +16,8 @@
  * fiber; "thread": from a plain thread (not a fiber) while weft_run runs;
  * "outside": while no weft_run is active. While weft_run is starting or
  * stopping, a call from a plain thread gives the thread result or the
- * outside result, never a crash or a hang. test/test_contexts_posix.c
+ * outside result, never a crash or a hang (weft_spawn: 0 and the fiber
+ * runs, or a negative errno). test/test_contexts_posix.c
  * checks every cell, with bad input too (docs/testing.md).
  *
  *   call                          fiber          thread             outside
