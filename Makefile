@@ -12,6 +12,7 @@
 # CROSS=aarch64-linux-gnu- | x86_64-w64-mingw32- (cross build), CC.
 
 BUILD   ?= build
+comma   := ,
 CROSS   ?=
 CTX     ?= asm
 SAN     ?=
@@ -70,6 +71,12 @@ else
   LDLIBS   += -pthread -lunwind
   # tests name functions through dladdr as well as the symbol table
   TEST_LDFLAGS := -rdynamic
+  # test/fault_posix.c: the library's calls to these reach the test's
+  # __wrap_* first, which fail them on demand (test/fault.h). GNU ld only,
+  # on the test binary only: the library is linked as it ships.
+  FAULT_WRAP := mmap madvise pthread_create epoll_ctl eventfd accept accept4 \
+                io_uring_queue_init_params io_uring_submit io_uring_wait_cqe_timeout io_uring_get_events
+  TEST_LDFLAGS += $(addprefix -Wl$(comma)--wrap=,$(FAULT_WRAP))
   EXE      :=
   DLL      := libweft.so
   LIB_CFLAGS += -fPIC

@@ -22,6 +22,53 @@
  *     signalfd with weft_read, as examples/http_hello.c does; or let the
  *     handler write a byte to a pipe that a fiber reads. For a dump on a
  *     signal, WEFT_DUMP_SIGNAL does it safely (see weft_dump).
+ *
+ * CONTEXTS: what each call does from where it is called. "fiber": from any
+ * fiber; "thread": from a plain thread (not a fiber) while weft_run runs;
+ * "outside": while no weft_run is active. While weft_run is starting or
+ * stopping, a call from a plain thread gives the thread result or the
+ * outside result, never a crash or a hang (weft_spawn: 0 and the fiber
+ * runs, or a negative errno). test/test_contexts_posix.c checks every
+ * cell, with bad input too (docs/testing.md).
+ *
+ *   call                          fiber          thread             outside
+ *   weft_run                      -EBUSY         -EBUSY             runs
+ *   weft_spawn                    0              0 (global queue)   -EPERM
+ *   weft_join                     0 / waits      -EPERM             -EPERM
+ *   weft_detach, weft_cancel      0              0                  -EINVAL (no fiber)
+ *   weft_cancelled                0 or 1         0                  0
+ *   weft_yield                    yields         sched_yield        sched_yield
+ *   weft_self                     the fiber      NULL               NULL
+ *   weft_id, weft_name (NULL)     0, ""          0, ""              0, ""
+ *   weft_worker_id                >= 0           -1                 -1
+ *   weft_now                      ns             ns                 ns
+ *   weft_sleep                    parks          nanosleep          nanosleep
+ *   weft_deadline                 old deadline   -EPERM             -EPERM
+ *   weft_deadline_set/_get        0              -EPERM             -EPERM
+ *   weft_key_create/_delete       0              0                  0
+ *   weft_setspecific              0              -EPERM             -EPERM
+ *   weft_getspecific              the value      NULL               NULL
+ *   weft_*_init/_destroy, weft_cond_signal/_broadcast, weft_sem_post,
+ *   weft_sem_trywait, weft_wg_add/_done, weft_chan_make/_new/_free/_close,
+ *   weft_chan_trysend/_tryrecv, weft_tryselect
+ *                                 works          works, wakes fibers  works
+ *   weft_mutex_lock/_trylock/_unlock, weft_cond_wait, weft_sem_wait,
+ *   weft_wg_wait, weft_chan_send/_recv, weft_select
+ *                                 parks          -EPERM             -EPERM
+ *   I/O calls (weft_read ... weft_wait_fd, weft_close)
+ *                                 parks          the syscall's way  the syscall's way
+ *   weft_blocking                 on the pool    fn in place        fn in place
+ *   weft_getaddrinfo, _resolve    on the pool    in place           in place
+ *   weft_io_backend               its name       its name           "none"
+ *   weft_backtrace (NULL)         own stack      own stack          own stack
+ *   weft_backtrace_print          works          works              works
+ *   weft_dump, weft_stats         0              0                  -EPERM
+ *
+ * Bad input is an error in every context, never a crash: -EINVAL for a
+ * NULL pointer, a bad size or flag, -EBADF for a negative or closed fd.
+ * Two calls say first that they cannot run where they are called, whatever
+ * their arguments: weft_spawn outside weft_run and weft_select (its cases)
+ * from a plain thread are -EPERM.
  */
 #ifndef WEFT_H
 #define WEFT_H

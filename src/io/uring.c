@@ -172,7 +172,9 @@ static int uring_poll(weft__worker *w, int64_t timeout_ns)
     if (timeout_ns != 0) {
         struct __kernel_timespec ts = { timeout_ns / 1000000000, timeout_ns % 1000000000 };
         int r = io_uring_wait_cqe_timeout(&ring, &cqe, timeout_ns < 0 ? NULL : &ts);
-        if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY)
+        /* Out of memory (flushing overflowed completions allocates) passes
+         * like EAGAIN: the worker looks at its queues and waits again. */
+        if (r < 0 && r != -ETIME && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ENOMEM)
             weft__panic(__FILE__, __LINE__, "io_uring_wait_cqe failed");
     } else if (io_uring_cq_has_overflow(&ring)) {
         /* completions the full CQ could not take wait in the kernel
