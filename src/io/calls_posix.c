@@ -373,6 +373,8 @@ int weft_wait_fd(int fd, int events)
 {
     if (!events || (events & ~(POLLIN | POLLOUT | POLLPRI | POLLRDHUP)))
         return -EINVAL;
+    if (fd < 0)
+        return -EBADF;   /* poll(2) would skip it and wait for nothing, forever */
     weft__io_op op = { .kind = WEFT_IO_POLL, .fd = fd, .events = events };
     return (int)weft__io_run(&op);
 }

@@ -60,9 +60,11 @@ static _Atomic bool sq_kept;     /* SQEs the kernel refused wait in the ring (sq
 
 /* Hand the queued SQEs to the kernel. Under sq_lock.
  *
- * -EBUSY and -EAGAIN mean "reap some completions, then try again"
- * (io_uring_enter(2): the CQ is full and its overflow could not be
- * flushed, or the kernel is short of memory for requests). Retrying here
+ * -EBUSY, -EAGAIN and -ENOMEM mean "reap some completions, then try
+ * again" (io_uring_enter(2): the CQ is full and its overflow could not be
+ * flushed, or the kernel is short of memory for requests). The SQEs were
+ * not consumed: they belong to whichever fibers queued them, so none can
+ * be failed alone, and all are sent by the next submit. Retrying here
  * would spin with sq_lock held, and nothing would end it: the completions
  * are reaped by the poller, which may be this very worker's next job (on
  * one worker, never) and which takes sq_lock to re-arm its wake-up. So
@@ -79,7 +81,7 @@ static void sq_flush(void)
     int r;
     while ((r = io_uring_submit(&ring)) == -EINTR)
         ;
-    if (r == -EBUSY || r == -EAGAIN)
+    if (r == -EBUSY || r == -EAGAIN || r == -ENOMEM)
         atomic_store_explicit(&sq_kept, true, memory_order_relaxed);
 }
 
@@ -92,7 +94,7 @@ static struct io_uring_sqe *sqe_get(void)
     struct io_uring_sqe *sqe;
     while (!(sqe = io_uring_get_sqe(&ring))) {
         int r = io_uring_submit(&ring);
-        if (r == -EBUSY || r == -EAGAIN) {
+        if (r == -EBUSY || r == -EAGAIN || r == -ENOMEM) {
             atomic_store_explicit(&sq_kept, true, memory_order_relaxed);
             weft__lock_release(&sq_lock);
             sched_yield();
