@@ -84,6 +84,13 @@ static long plain(weft__io_op *op)
 
 /* ---------------------------------------------------------------- fibers */
 
+static bool is_stream_socket(int fd)
+{
+    int type = 0;
+    socklen_t len = sizeof type;
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+}
+
 /* Learn what fd is; make a pollable one non-blocking. Under rec->lock. */
 static int classify(struct weft__fd *rec, int fd)
 {
@@ -101,10 +108,7 @@ static int classify(struct weft__fd *rec, int fd)
     if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -errno;
     rec->socket = S_ISSOCK(st.st_mode);
-    int type = 0;
-    socklen_t tlen = sizeof type;
-    rec->stream = rec->socket && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 &&
-                  type == SOCK_STREAM;
+    rec->stream = rec->socket && is_stream_socket(fd);
     __atomic_store_n(&rec->rdrained, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&rec->cls, WEFT_FD_POLL, __ATOMIC_RELEASE);
     return 0;
@@ -214,7 +218,9 @@ weft_socket weft_accept(weft_socket fd, struct sockaddr *addr, socklen_t *addrle
     for (;;) {
         long r = weft__io_run(&op);
         if (r >= 0) {
-            weft__fd_fresh((int)r, op.rec->stream);   /* accept4 keeps the listener's type */
+            /* accept4 keeps the listener's type. A plain thread's accept
+             * never looked the listener up (op.rec is NULL): ask the socket. */
+            weft__fd_fresh((int)r, op.rec ? op.rec->stream : is_stream_socket((int)r));
             return (int)r;
         }
         if (r == -ECONNABORTED)
