@@ -6,7 +6,7 @@
 #   make bench           each benchmark beside its peer, with the ratio
 #   make check-all       the whole matrix (what CI runs)
 #   make deps            install missing Debian packages
-#   make install         PREFIX=/usr/local DESTDIR=
+#   make install         PREFIX=/usr/local DESTDIR= (library, header, weft.pc, man pages)
 #
 # Knobs: BUILD (output dir), CTX=asm|fcontext (context switch), SAN=asan|tsan|ubsan,
 # CROSS=aarch64-linux-gnu- | x86_64-w64-mingw32- (cross build), CC.
@@ -258,8 +258,9 @@ demo: deps-quiet all
 
 # ------------------------------------------------------------------ deps
 # Debian packages the build and the matrix use. Installed only when missing.
+# groff-base: the man-page check (tools/check_man.sh) renders every page.
 DEPS_NATIVE := gcc make libc6-dev libunwind-dev liburing-dev libboost-context-dev \
-               valgrind clang libclang-rt-14-dev gdb golang-go wrk python3 curl
+               valgrind clang libclang-rt-14-dev gdb golang-go wrk python3 curl groff-base
 DEPS_CROSS  := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
                libunwind-dev:arm64 liburing-dev:arm64 libboost-context1.74.0:arm64 \
                mingw-w64 wine64
@@ -279,6 +280,9 @@ install: lib
 	ln -sf libweft.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libweft.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(LDLIBS)|' \
 	    weft.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/weft.pc
+	install -d $(DESTDIR)$(PREFIX)/share/man/man3 $(DESTDIR)$(PREFIX)/share/man/man7
+	install -m 644 $(wildcard man/man3/*.3) $(DESTDIR)$(PREFIX)/share/man/man3/
+	install -m 644 $(wildcard man/man7/*.7) $(DESTDIR)$(PREFIX)/share/man/man7/
 
 clean:
 	rm -rf build
