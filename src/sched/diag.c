@@ -279,9 +279,10 @@ static void dump_one(weft_fiber *f, void *arg)
     struct dump *d = arg;
     struct weft__text *t = &d->t;
     uint64_t now = weft__now();
+    unsigned flags = __atomic_load_n(&f->flags, __ATOMIC_RELAXED);   /* weft_detach writes it */
     weft__text_printf(t, "fiber %llu \"%s\"%s%s: ", (unsigned long long)f->id, f->name,
-                      f->flags & WEFT__MAIN ? " (main)" : "",
-                      f->flags & WEFT_PINNED ? " (pinned)" : "");
+                      flags & WEFT__MAIN ? " (main)" : "",
+                      flags & WEFT_PINNED ? " (pinned)" : "");
     void *pcs[DUMP_FRAMES];
     int n = 0;
     if (f == weft__cur_fiber()) {
@@ -302,7 +303,7 @@ static void dump_one(weft_fiber *f, void *arg)
         weft__fiber_release(f);
     } else {
         int st = atomic_load_explicit(&f->state, memory_order_relaxed);
-        const weft__worker *w = f->worker;
+        const weft__worker *w = __atomic_load_n(&f->worker, __ATOMIC_RELAXED);   /* take_cpu */
         if (st == WEFT_F_DEAD)
             weft__text_printf(t, "returned, not yet joined");
         else

@@ -205,7 +205,7 @@ static inline void take_cpu(weft__worker *w, weft_fiber *f)
                 weft__os_yield();   /* its worker may have been preempted */
         }
     }
-    f->worker = w;
+    __atomic_store_n(&f->worker, w, __ATOMIC_RELAXED);   /* weft_dump reads it racily: a plain mov */
     atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
     __atomic_store_n(&w->cur, f, __ATOMIC_RELEASE);   /* the watchdog reads f through it: a plain mov on x86 */
     weft__stat_add(w->st.switches, 1);
