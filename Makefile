@@ -6,7 +6,7 @@
 #   make bench           each benchmark beside its peer, with the ratio
 #   make check-all       the whole matrix (what CI runs)
 #   make deps            install missing Debian packages
-#   make install         PREFIX=/usr/local DESTDIR=
+#   make install         PREFIX=/usr/local DESTDIR= (library, header, weft.pc, man pages)
 #
 # Knobs: BUILD (output dir), CTX=asm|fcontext (context switch), SAN=asan|tsan|ubsan,
 # CROSS=aarch64-linux-gnu- | x86_64-w64-mingw32- (cross build), CC.
@@ -272,9 +272,10 @@ demo: deps-demo all
 # Debian packages, per target: each target installs only what it needs, when
 # it is missing (tools/deps.sh: as root it runs apt-get; otherwise it names the
 # apt-get command on one line and lets the target run with what is there).
-# `make deps` installs every set at once (CI).
+# `make deps` installs every set at once (CI). groff-base: the man-page
+# check (tools/check_man.sh) renders every page.
 DEPS_BUILD    := gcc make libc6-dev libunwind-dev liburing-dev libboost-context-dev
-DEPS_CHECK    := $(DEPS_BUILD) gdb python3 cmake pkgconf
+DEPS_CHECK    := $(DEPS_BUILD) gdb python3 cmake pkgconf groff-base
 DEPS_DEMO     := $(DEPS_BUILD) python3
 DEPS_BENCH    := $(DEPS_BUILD) golang-go wrk curl python3
 DEPS_CLANG    := $(DEPS_CHECK) clang libclang-rt-14-dev
@@ -309,7 +310,8 @@ deps-windows:
 # its search path is named, with what to do about it.
 INSTALL_FILES := include/weft.h lib/libweft.a lib/libweft.so.$(VERSION) lib/libweft.so.$(VERSION_MAJOR) \
                  lib/libweft.so lib/pkgconfig/weft.pc lib/cmake/weft/weft-config.cmake \
-                 lib/cmake/weft/weft-config-version.cmake
+                 lib/cmake/weft/weft-config-version.cmake \
+                 $(patsubst man/%,share/man/%,$(wildcard man/man3/*.3 man/man7/*.7))
 SUBST := sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' \
              -e 's|@VERSION_MAJOR@|$(VERSION_MAJOR)|' -e 's|@LIBS@|$(LDLIBS)|'
 install: lib
@@ -323,6 +325,9 @@ install: lib
 	$(SUBST) -e 's|@LIBS_CMAKE@|$(subst $(eval) ,;,$(strip $(LDLIBS)))|' cmake/weft-config.cmake.in \
 	    > $(DESTDIR)$(PREFIX)/lib/cmake/weft/weft-config.cmake
 	$(SUBST) cmake/weft-config-version.cmake.in > $(DESTDIR)$(PREFIX)/lib/cmake/weft/weft-config-version.cmake
+	install -d $(DESTDIR)$(PREFIX)/share/man/man3 $(DESTDIR)$(PREFIX)/share/man/man7
+	install -m 644 man/man3/*.3 $(DESTDIR)$(PREFIX)/share/man/man3/
+	install -m 644 man/man7/*.7 $(DESTDIR)$(PREFIX)/share/man/man7/
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then \
 	    ldconfig; \
 	    ldconfig -p | grep -q "$(PREFIX)/lib/libweft.so.$(VERSION_MAJOR)" || \

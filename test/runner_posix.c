@@ -28,6 +28,19 @@ void die_with_parent(void)
 #endif
 }
 
+void test_tool(const char *cmd, const char *expect)
+{
+    char out[16384] = "";
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        test_fail(__FILE__, __LINE__, "popen %s: %s", cmd, strerror(errno));
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !strstr(out, expect))
+        test_fail(__FILE__, __LINE__, "%s found problems:\n%s", cmd, out);
+}
+
 int test_child(void (*fn)(void *), void *arg, char *out, size_t outsz)
 {
     fflush(stdout);

@@ -9,6 +9,7 @@
  *   ASSERT_STR_EQ(a, b)  ASSERT_CONTAINS(haystack, needle)
  *   test_run(fn, arg)      weft_run(NULL, fn, arg, &ret), asserting success
  *   test_child(fn, arg, &sig, out, outsz)    run fn in a grandchild (crash tests)
+ *   test_tool(cmd, expect)   a tools/ script exits 0 and prints expect (POSIX)
  */
 #ifndef WEFT_TEST_H
 #define WEFT_TEST_H
@@ -100,5 +101,9 @@ void die_with_parent(void);
 /* The built example build/examples/NAME into out, found from the test
  * binary's own path; fails the test if it is not there (POSIX only). */
 void example_path(const char *name, char *out, size_t cap);
+/* POSIX: run a checking script of tools/ through the shell, from the top
+ * of the tree (where make check runs the tests); the test fails with the
+ * script's output unless it exits 0 and prints expect. */
+void test_tool(const char *cmd, const char *expect);
 
 #endif

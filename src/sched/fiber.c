@@ -184,7 +184,9 @@ static void fiber_entry(void *prev)
      * on the joiner's stack or the loop's): a joiner that runs before
      * then, here or stolen elsewhere, waits on it before freeing this
      * stack, as it always has; and nobody can detach us meanwhile. */
-    if (!(self->flags & WEFT__MAIN)) {
+    /* Atomic: weft_detach may be setting WEFT_DETACHED in the same word
+     * right now, from any thread (it holds jlock; we do not yet). */
+    if (!(__atomic_load_n(&self->flags, __ATOMIC_RELAXED) & WEFT__MAIN)) {
         weft__spin_lock(&self->jlock);
         atomic_store_explicit(&self->state, WEFT_F_DEAD, memory_order_relaxed);
         weft_fiber *j = self->joiner;   /* none if detached */
@@ -491,7 +493,9 @@ int weft_detach(weft_fiber *f)
         weft__fiber_free(weft__cur_worker(), f);
         return 0;
     }
-    f->flags |= WEFT_DETACHED;
+    /* jlock orders this against join and exit; fiber_entry and weft_dump
+     * read the word without it (WEFT__MAIN, WEFT_PINNED), hence atomic. */
+    __atomic_fetch_or(&f->flags, WEFT_DETACHED, __ATOMIC_RELAXED);
     weft__spin_unlock(&f->jlock);
     return 0;
 }
