@@ -27,7 +27,9 @@
  *   2. visit the cases in a random permutation (fairness among ready ones)
  *      and take the first that can proceed now;
  *   3. if none: enqueue one record per case, all naming this fiber, on each
- *      channel's send or receive queue; prepare one wait; unlock; park once;
+ *      channel's send or receive queue, in the order of step 2 (so that
+ *      several cases on one channel are served in random order too);
+ *      prepare one wait; unlock; park once;
  *   4. whichever counterpart claims the fiber first wins: the claim's result
  *      is the case index (sel records), the counterpart does the copy for
  *      that case only; records on other channels lose their claims and are
@@ -380,16 +382,16 @@ static int do_select(weft_case *cases, size_t n, bool block)
         return fired;
     }
 
+    /* Queue the records in the same random order as the poll above: with
+     * several cases on one channel, the counterpart takes the first of them
+     * in that queue, so queueing in case order would let the lowest index
+     * win every time (Go's TestPseudoRandomSend). */
     weft__wait_prepare(self, WEFT_W_SELECT, recs, NULL);
-    k = 0;
-    for (size_t i = 0; i < n; i++) {
-        weft_case *cs = &cases[i];
-        if (!cs->chan)
-            continue;
+    for (k = 0; k < na; k++) {
+        weft_case *cs = &cases[order[k]];
         recs[k] = (weft__waiter){ .obj = cs->chan, .f = self, .sel = true, .op = cs->op,
-                                  .idx = (int)i, .elem = cs->elem };
+                                  .idx = (int)order[k], .elem = cs->elem };
         weft__waitq_push(cs->op == WEFT_SEND ? &cs->chan->sendq : &cs->chan->recvq, &recs[k]);
-        k++;
     }
     unlock_all(locks, nl);
     r = weft__wait_park(self, -1);
