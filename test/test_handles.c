@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 static const weft_config one = { .workers = 1 };
+static const weft_config two = { .workers = 2 };
 
 /* ------------------------------------------------- select: a parked select */
 
@@ -84,3 +85,51 @@ TEST(handles_select_parked_recvs_random)
     int op = WEFT_RECV;
     test_run_cfg(&one, main_select_parked, &op);
 }
+
+/* ------------------------------------------------------- the state word */
+
+/* A plain thread spins on weft_chan_trysend while a fiber receives in a
+ * loop: the thread claims the fiber the moment its receive is queued,
+ * usually before the fiber has finished switching away (the early wake of
+ * sched.h), and readies it onto the global queue. The state word then went
+ * RUNNABLE (the waker) and PARKED (the parking worker, afterwards) while
+ * the fiber sat on a run queue; the scheduler now asserts every edge of
+ * the state word, so the old order aborts here. */
+#define PINGS 100000
+
+struct spinner { weft_chan *c; atomic_int stop; };
+
+static void *trysend_thread(void *arg)
+{
+    struct spinner *s = arg;
+    for (int i = 0; i < PINGS && !atomic_load(&s->stop);) {
+        int r = weft_chan_trysend(s->c, &i);
+        if (r == 0)
+            i++;
+        else
+            ASSERT_EQ(r, -EAGAIN);
+    }
+    weft_chan_close(s->c);
+    return NULL;
+}
+
+static void *main_state_early_wake(void *arg)
+{
+    struct spinner s = { weft_chan_make(sizeof(int), 0), 0 };
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, trysend_thread, &s), 0);
+    uint64_t end = weft_now() + (uint64_t)(1e9 * test_time_scale());
+    int v, want = 0, r;
+    while ((r = weft_chan_recv(s.c, &v)) == 0) {
+        ASSERT_EQ(v, want);
+        want++;
+        if (weft_now() > end)
+            atomic_store(&s.stop, 1);
+    }
+    ASSERT_EQ(r, -EPIPE);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    weft_chan_free(s.c);
+    return NULL;
+}
+
+TEST(handles_state_word_forward_only) { test_run_cfg(&two, main_state_early_wake, NULL); }

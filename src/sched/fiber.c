@@ -181,7 +181,7 @@ static void fiber_entry(void *prev)
      * stack, as it always has; and nobody can detach us meanwhile. */
     if (!(self->flags & WEFT__MAIN)) {
         weft__spin_lock(&self->jlock);
-        atomic_store_explicit(&self->state, WEFT_F_DEAD, memory_order_relaxed);
+        weft__fstate_set(self, WEFT_F_DEAD);
         weft_fiber *j = self->joiner;   /* none if detached */
         if (j && weft__wake_claim(j, 0))
             weft__ready(j);
@@ -294,6 +294,8 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
     else
         atomic_fetch_add(&weft__rt.ext_spawned, 1);
     atomic_store_explicit(&f->magic, WEFT_FIBER_MAGIC, memory_order_relaxed);
+    weft__assert(weft__fstate_legal(atomic_load_explicit(&f->state, memory_order_relaxed),
+                                    WEFT_F_RUNNABLE));
     atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_release);   /* visible to walkers */
     if (out)
         *out = f;
@@ -303,7 +305,7 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
 
 void weft__fiber_free(weft__worker *w, weft_fiber *f)
 {
-    atomic_store_explicit(&f->state, WEFT_F_FREED, memory_order_relaxed);
+    weft__fstate_set(f, WEFT_F_FREED);
     san_tsan_destroy(f->tsan_fiber);
     free(f->fls);
     f->fls = NULL;
@@ -359,7 +361,7 @@ void weft__fiber_finish(weft__worker *w, weft_fiber *f)
         weft__each_fiber(cancel_mark, NULL);
         weft__barrier_heavy();
         weft__each_fiber(cancel_again, NULL);
-        atomic_store_explicit(&f->state, WEFT_F_DEAD, memory_order_relaxed);
+        weft__fstate_set(f, WEFT_F_DEAD);
         weft__fiber_free(w, f);
         return;
     }

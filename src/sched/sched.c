@@ -180,6 +180,8 @@ static uint32_t fastrand(weft__worker *w)
 
 /* ------------------------------------------------------------- switching */
 
+static void ready_put(weft_fiber *f);
+
 /* Make f the fiber running on w. Called by whoever is about to switch to
  * f: the loop (run_fiber) or a fiber handing the CPU straight to the next
  * one (weft__switch_out).
@@ -206,7 +208,7 @@ static inline void take_cpu(weft__worker *w, weft_fiber *f)
         }
     }
     f->worker = w;
-    atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
+    weft__fstate_set(f, WEFT_F_RUNNING);
     __atomic_store_n(&w->cur, f, __ATOMIC_RELEASE);   /* the watchdog reads f through it: a plain mov on x86 */
     weft__stat_add(w->st.switches, 1);
 }
@@ -229,17 +231,21 @@ static void finish_switch(weft__worker *w, weft_fiber *prev)
         weft__fiber_finish(w, prev);   /* prev never runs again; no on_cpu handshake */
         break;
     case WEFT_POST_YIELD:
-        atomic_store_explicit(&prev->state, WEFT_F_RUNNABLE, memory_order_relaxed);
+        weft__fstate_set(prev, WEFT_F_RUNNABLE);
         atomic_store_explicit(&prev->on_cpu, 0, memory_order_release);
         if (prev->home) {
             /* pinned: its inbox is the only queue it may be on */
-            weft__ready(prev);
+            ready_put(prev);
         } else if (!runq_push(&w->rq, prev)) {
-            weft__ready(prev);   /* ring full: the overflow path moves half */
+            ready_put(prev);   /* ring full: the overflow path moves half */
         }
         break;
     case WEFT_POST_PARK:
-        atomic_store_explicit(&prev->state, WEFT_F_PARKED, memory_order_relaxed);
+        /* Not a plain store: a waker may have readied prev already, between
+         * its wait_prepare and this point, and it may be on a run queue now
+         * as RUNNABLE. PARKED would then be a step backwards (and weft_dump
+         * would call a queued fiber parked). */
+        weft__fstate_park(prev);
         atomic_store_explicit(&prev->on_cpu, 0, memory_order_release);
         break;
     default:
@@ -603,10 +609,10 @@ static void put_next(weft__worker *w, weft_fiber *f, bool spawned)
         offer(w, old, spawned);
 }
 
-void weft__ready(weft_fiber *f)
+/* Put a RUNNABLE f on the queue it belongs on (weft__ready's second half). */
+static void ready_put(weft_fiber *f)
 {
     weft__worker *w = weft__cur_worker();
-    atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_relaxed);
     if (WEFT_UNLIKELY(f->home)) {
         inbox_put(f->home, f);
         return;
@@ -622,6 +628,12 @@ void weft__ready(weft_fiber *f)
         return;
     }
     put_next(w, f, false);
+}
+
+void weft__ready(weft_fiber *f)
+{
+    weft__fstate_set(f, WEFT_F_RUNNABLE);
+    ready_put(f);
 }
 
 /* A new fiber from spawn: like ready, but it has no previous worker, and

@@ -87,6 +87,39 @@ enum weft__wait_kind {
 };
 extern const char *const weft__wait_names[WEFT_W_KINDS];
 
+/* A fiber's life, f->state (the counterpart of Go's G states, runtime2.go):
+ * for each state, who owns the stack (may run on it, requeue it or free it)
+ * and where the fiber is.
+ *
+ *   RUNNABLE  on exactly one run queue (ring, next slot, spawn deque, inbox,
+ *             global queue), or being put on one. Whoever takes it off the
+ *             queue owns it. Its previous worker may still be finishing the
+ *             switch away (a waker readied it early): the taker waits for
+ *             on_cpu to drop before running on the stack (take_cpu).
+ *   RUNNING   its worker owns the stack and runs on it; on no queue. on_cpu
+ *             is 1 until that worker has finished switching away.
+ *   PARKED    switched away inside a wait, on no run queue: nobody runs on
+ *             the stack. The one party that wins its wait's claim
+ *             (weft__wake_claim) owns the right to ready it; weft_backtrace
+ *             may hold it still meanwhile (on_cpu).
+ *   DEAD      returned, joinable, on no queue; the stack is idle. The joiner
+ *             (or weft_detach) owns it and frees it.
+ *   FREED     back in a stack cache; only magic, state and gen mean anything.
+ *
+ * The word only moves forward along these edges, and weft__fstate_set
+ * asserts it:
+ *
+ *   (new memory), FREED -> RUNNABLE   weft_spawn
+ *   RUNNABLE -> RUNNING               take_cpu, by whoever took it off a queue
+ *   RUNNING  -> RUNNABLE              a yield; or a waker that won the claim
+ *                                     before the fiber finished switching away
+ *   RUNNING  -> PARKED                finish_switch after a park, by
+ *                                     compare-and-swap: if a waker already
+ *                                     made it RUNNABLE, it stays RUNNABLE
+ *   PARKED   -> RUNNABLE              weft__ready, by the claim's winner
+ *   RUNNING  -> DEAD                  fiber_entry, fn returned
+ *   DEAD     -> FREED                 weft__fiber_free
+ */
 enum weft__fstate { WEFT_F_RUNNABLE = 1, WEFT_F_RUNNING, WEFT_F_PARKED, WEFT_F_DEAD, WEFT_F_FREED };
 enum weft__wstate { WEFT_WS_IDLE = 0, WEFT_WS_WAITING, WEFT_WS_WOKEN };
 
@@ -145,6 +178,49 @@ struct weft_fiber {
 
     char name[WEFT_NAME_MAX];       /* last: spawn zeroes everything before it */
 };
+
+/* ------------------------------------------------------------ state word */
+
+/* The states each state may be entered from (bit s: from state s; bit 0:
+ * memory no fiber ever used). See enum weft__fstate. */
+#define WEFT__FROM(s) (1u << (s))
+static const unsigned weft__fstate_from[WEFT_F_FREED + 1] = {
+    [WEFT_F_RUNNABLE] = WEFT__FROM(0) | WEFT__FROM(WEFT_F_FREED) | WEFT__FROM(WEFT_F_RUNNING) |
+                        WEFT__FROM(WEFT_F_PARKED),
+    [WEFT_F_RUNNING] = WEFT__FROM(WEFT_F_RUNNABLE),
+    [WEFT_F_PARKED] = WEFT__FROM(WEFT_F_RUNNING),
+    [WEFT_F_DEAD] = WEFT__FROM(WEFT_F_RUNNING),
+    [WEFT_F_FREED] = WEFT__FROM(WEFT_F_DEAD),
+};
+
+static inline bool weft__fstate_legal(int from, int to)
+{
+    return (unsigned)from <= WEFT_F_FREED && (weft__fstate_from[to] & WEFT__FROM(from));
+}
+
+/* Move f to state `to`, asserting the edge. The caller owns f in its
+ * current state (see the enum); the one other writer that can race it is
+ * a waker's RUNNING -> RUNNABLE against finish_switch's RUNNING -> PARKED,
+ * which is a compare-and-swap for that reason (weft__fstate_park). A load
+ * and a check cost a few cycles on a line the caller is about to write. */
+static inline void weft__fstate_set(weft_fiber *f, int to)
+{
+    int from = atomic_load_explicit(&f->state, memory_order_relaxed);
+    weft__assert(weft__fstate_legal(from, to));
+    atomic_store_explicit(&f->state, to, memory_order_relaxed);
+}
+
+/* RUNNING -> PARKED, after f switched away into a wait; unless a waker
+ * readied it first, in which case it is RUNNABLE and queued, and must stay
+ * so (storing PARKED then would move the word backwards while f sits on a
+ * run queue). */
+static inline void weft__fstate_park(weft_fiber *f)
+{
+    int from = WEFT_F_RUNNING;
+    if (!atomic_compare_exchange_strong_explicit(&f->state, &from, WEFT_F_PARKED,
+                                                 memory_order_relaxed, memory_order_relaxed))
+        weft__assert(from == WEFT_F_RUNNABLE);
+}
 
 /* ---------------------------------------------------------- current fiber */
 
