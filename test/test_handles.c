@@ -6,6 +6,8 @@
  * and capacity (chan_test.go). Portable: runs on Windows too. */
 #include "test.h"
 
+#include "arch/arch.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -133,3 +135,103 @@ static void *main_state_early_wake(void *arg)
 }
 
 TEST(handles_state_word_forward_only) { test_run_cfg(&two, main_state_early_wake, NULL); }
+
+/* ---------------------------------------- races TSan saw (make check-tsan) */
+
+/* Keys created and deleted on a plain thread while fibers set values and
+ * return (running destructors): a key's generation was written plainly
+ * under the keys' lock but read atomically without it, and its destructor
+ * was read with no lock at all, so a delete and a create between the two
+ * reads could pair a value with another key's destructor. */
+#define KEY_ROUNDS 2000
+
+static atomic_uint cur_key;
+static atomic_int key_stop;
+static atomic_long dtor_calls;
+static int key_marker;
+
+static void key_dtor(void *v)
+{
+    ASSERT_PTR_EQ(v, &key_marker);
+    atomic_fetch_add(&dtor_calls, 1);
+}
+
+static void *key_churn(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < KEY_ROUNDS && !atomic_load(&key_stop); i++) {
+        weft_key k;
+        ASSERT_EQ(weft_key_create(&k, key_dtor), 0);
+        atomic_store(&cur_key, k);
+        ASSERT_EQ(weft_key_delete(k), 0);
+    }
+    atomic_store(&key_stop, 1);
+    return NULL;
+}
+
+static void *key_user(void *arg)
+{
+    (void)arg;
+    weft_key k = atomic_load(&cur_key);
+    int r = weft_setspecific(k, &key_marker);
+    ASSERT(r == 0 || r == -EINVAL);
+    void *v = weft_getspecific(k);
+    ASSERT(v == NULL || v == &key_marker);
+    return NULL;
+}
+
+static void *main_key_race(void *arg)
+{
+    (void)arg;
+    weft_key k0;
+    ASSERT_EQ(weft_key_create(&k0, key_dtor), 0);   /* cur_key is valid from the start */
+    atomic_store(&cur_key, k0);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, key_churn, NULL), 0);
+    uint64_t end = weft_now() + (uint64_t)(2e9 * test_time_scale());
+    while (!atomic_load(&key_stop)) {
+        weft_fiber *f[8];
+        for (int i = 0; i < 8; i++)
+            ASSERT_EQ(weft_spawn(&f[i], NULL, key_user, NULL), 0);
+        for (int i = 0; i < 8; i++)
+            ASSERT_EQ(weft_join(f[i], NULL), 0);
+        if (weft_now() > end)
+            atomic_store(&key_stop, 1);
+    }
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(weft_key_delete(k0), 0);
+    return NULL;
+}
+
+TEST(handles_fls_keys_race) { test_run_cfg(&two, main_key_race, NULL); }
+
+/* The stack guard mode is chosen once, under the stack allocator's lock,
+ * and may be downgraded later under it; weft__stack_guard_mode returned
+ * it, and weft__stack_guard_name and the canary check read it, with no
+ * lock. Two threads ask at once in a fresh process (each test runs in its
+ * own), one of them making the choice. */
+static atomic_int mode_go;
+
+static void *ask_mode(void *arg)
+{
+    while (!atomic_load(&mode_go))
+        ;
+    for (int i = 0; i < 1000; i++) {
+        if (arg)
+            ASSERT_GT(weft__stack_guard_mode(), 0);
+        else
+            ASSERT(weft__stack_guard_name() != NULL);
+    }
+    return NULL;
+}
+
+TEST(handles_stack_guard_mode_race)
+{
+    pthread_t t[2];
+    ASSERT_EQ(pthread_create(&t[0], NULL, ask_mode, (void *)1), 0);
+    ASSERT_EQ(pthread_create(&t[1], NULL, ask_mode, NULL), 0);
+    atomic_store(&mode_go, 1);
+    ASSERT_EQ(pthread_join(t[0], NULL), 0);
+    ASSERT_EQ(pthread_join(t[1], NULL), 0);
+    ASSERT_GT(weft__stack_guard_mode(), 0);
+}

@@ -65,9 +65,22 @@ void weft__each_fiber(void (*fn)(weft_fiber *, void *), void *arg)
 #define KEYS_MAX 1024
 #define DESTRUCTOR_ROUNDS 4
 
+/* A key's generation is odd while it is in use. Both fields change only
+ * under keys_lock. gen is also read without it, on every get and set, so
+ * every write of it is atomic (a release: a reader that sees the new
+ * generation sees the rest of the change); dtor is read only under the
+ * lock, together with gen, so that a destructor always belongs to the
+ * generation its value was set under (a delete and a create of the same
+ * slot between the two reads would otherwise pair an old value with the
+ * new key's destructor). */
 struct fls_slot { void *v; unsigned gen; };
-static struct { unsigned gen; void (*dtor)(void *); } keys[KEYS_MAX];   /* gen odd: in use */
+static struct { unsigned gen; void (*dtor)(void *); } keys[KEYS_MAX];
 static weft__lock keys_lock = WEFT__LOCK_INIT;
+
+static void key_bump(unsigned k)
+{
+    __atomic_store_n(&keys[k].gen, keys[k].gen + 1, __ATOMIC_RELEASE);
+}
 
 int weft_key_create(weft_key *key, void (*destructor)(void *))
 {
@@ -76,8 +89,8 @@ int weft_key_create(weft_key *key, void (*destructor)(void *))
     weft__lock_acquire(&keys_lock);
     for (unsigned i = 0; i < KEYS_MAX; i++) {
         if (!(keys[i].gen & 1)) {
-            keys[i].gen++;
             keys[i].dtor = destructor;
+            key_bump(i);
             weft__lock_release(&keys_lock);
             *key = i;
             return 0;
@@ -94,7 +107,7 @@ int weft_key_delete(weft_key key)
     weft__lock_acquire(&keys_lock);
     int err = 0;
     if (keys[key].gen & 1) {
-        keys[key].gen++;   /* values set under the old generation become invisible */
+        key_bump(key);   /* values set under the old generation become invisible */
         keys[key].dtor = NULL;
     } else {
         err = -EINVAL;
@@ -149,9 +162,12 @@ static void fls_run_destructors(weft_fiber *self)
         for (unsigned k = 0; k < self->fls_len; k++) {
             slots = (struct fls_slot *)self->fls;   /* a destructor may have grown it */
             void *v = slots[k].v;
-            unsigned gen = __atomic_load_n(&keys[k].gen, __ATOMIC_ACQUIRE);
-            void (*dtor)(void *) = keys[k].dtor;
-            if (!v || slots[k].gen != gen || !dtor)
+            if (!v)
+                continue;
+            weft__lock_acquire(&keys_lock);
+            void (*dtor)(void *) = slots[k].gen == keys[k].gen ? keys[k].dtor : NULL;
+            weft__lock_release(&keys_lock);
+            if (!dtor)
                 continue;
             slots[k].v = NULL;
             dtor(v);
