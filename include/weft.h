@@ -86,20 +86,34 @@ enum {
     WEFT_PINNED   = 1u << 1    /* never migrates from the worker that spawned it */
 };
 
+/* A weft_fiber* is a handle, not an address to dereference: one fiber has
+ * one handle value for its whole life (weft_self returns the one spawn gave
+ * out), and two fibers never share one. A handle goes stale when its fiber
+ * is joined, or, detached, returns; and when its runtime's weft_run
+ * returns. A stale handle is safe to pass: weft_join, weft_detach and
+ * weft_cancel answer -EINVAL, weft_id 0, weft_name "", weft_backtrace
+ * -ESRCH, and none of them reaches a fiber spawned later. (Strictly: unless
+ * 2^22 fibers reused its memory in between, on 64-bit machines.) */
+
 /* pthread_create's shape. f may be NULL only with WEFT_DETACHED.
  * -EPERM outside a running runtime, -EINVAL on a bad attr, -ENOMEM. */
 WEFT_API int  weft_spawn(weft_fiber **f, const weft_attr *attr, void *(*fn)(void *), void *arg);
-/* -EDEADLK on self, -EINVAL if detached or already joined, -ECANCELED if the
- * caller was cancelled (f stays joinable), -ETIMEDOUT past the deadline. */
+/* -EDEADLK on self, -EINVAL if detached or already joined (stale), -EPERM
+ * outside a fiber, -ECANCELED if the caller was cancelled (f stays
+ * joinable), -ETIMEDOUT past the deadline. */
 WEFT_API int  weft_join(weft_fiber *f, void **ret);
+/* -EINVAL if already detached, or joined (stale). A returned fiber is freed now. */
 WEFT_API int  weft_detach(weft_fiber *f);
-/* Its current or next blocking call returns -ECANCELED (sticky). */
+/* Its current or next blocking call returns -ECANCELED (sticky). 0 for a
+ * returned fiber not yet joined; -EINVAL once the handle is stale. Works
+ * from any thread. */
 WEFT_API int  weft_cancel(weft_fiber *f);
 WEFT_API int  weft_cancelled(void);       /* 1 if the calling fiber was cancelled */
 WEFT_API void weft_yield(void);
 WEFT_API weft_fiber *weft_self(void);     /* NULL outside a fiber */
-WEFT_API uint64_t    weft_id(const weft_fiber *f);     /* 0 for NULL */
-WEFT_API const char *weft_name(const weft_fiber *f);   /* "" when unnamed */
+WEFT_API uint64_t    weft_id(const weft_fiber *f);     /* 0 for NULL or stale */
+/* "" when unnamed, NULL or stale; the string lives as long as the handle. */
+WEFT_API const char *weft_name(const weft_fiber *f);
 WEFT_API int         weft_worker_id(void);             /* worker running the caller, -1 outside */
 
 WEFT_API uint64_t weft_now(void);                 /* monotonic ns */
@@ -245,7 +259,8 @@ WEFT_API const char *weft_io_backend(void);
  * (outside a fiber: the calling thread's). Another fiber is walked without
  * resuming it, and held still for the walk: a worker that picks it up
  * meanwhile waits the few microseconds it takes. Returns the count;
- * -EBUSY if f is running on a worker now, -ESRCH if it has returned,
+ * -EBUSY if f is running on a worker now, -ESRCH if it has returned
+ * (its handle may be stale then),
  * -ENOTSUP where no unwinder is built in or the switch's frame layout is
  * unknown (docs/debugging.md), -EINVAL on bad arguments. */
 WEFT_API int weft_backtrace(weft_fiber *f, void **pcs, int max);

@@ -235,3 +235,166 @@ TEST(handles_stack_guard_mode_race)
     ASSERT_EQ(pthread_join(t[1], NULL), 0);
     ASSERT_GT(weft__stack_guard_mode(), 0);
 }
+
+/* ------------------------------------------------------ stale handles */
+
+static void *ret_arg(void *arg) { return arg; }
+
+static void *wait_cancel(void *arg)
+{
+    (void)arg;
+    int r = weft_sleep((uint64_t)60e9);   /* until cancelled */
+    return (void *)(intptr_t)r;
+}
+
+static void *self_twice(void *arg)
+{
+    weft_fiber *a = weft_self(), *b = weft_self();
+    ASSERT_PTR_EQ(a, b);
+    return a;
+}
+
+/* After weft_join(f), the next spawn on this worker reuses f's record:
+ * f must not reach the new fiber (it did: a second join returned 0 with
+ * the new fiber's result, and a cancel cancelled it). */
+static void *main_stale_joined(void *arg)
+{
+    (void)arg;
+    weft_fiber *f, *g;
+    void *r;
+    ASSERT_EQ(weft_spawn(&f, NULL, ret_arg, (void *)1), 0);
+    ASSERT_EQ(weft_join(f, &r), 0);
+    ASSERT_PTR_EQ(r, (void *)1);
+
+    weft_attr named = { .name = "second" };
+    ASSERT_EQ(weft_spawn(&g, &named, wait_cancel, NULL), 0);
+    weft_yield();   /* g runs and sleeps */
+    ASSERT_EQ(weft_join(f, &r), -EINVAL);
+    ASSERT_EQ(weft_cancel(f), -EINVAL);
+    ASSERT_EQ(weft_detach(f), -EINVAL);
+    ASSERT_EQ(weft_id(f), 0);
+    ASSERT_STR_EQ(weft_name(f), "");
+    void *pcs[8];
+    ASSERT_EQ(weft_backtrace(f, pcs, 8), -ESRCH);
+    ASSERT(weft_id(g) != 0);
+    ASSERT_STR_EQ(weft_name(g), "second");
+    ASSERT_EQ(weft_cancelled(), 0);
+
+    /* g was untouched: still sleeping; cancel it for real now */
+    ASSERT_EQ(weft_cancel(g), 0);
+    ASSERT_EQ(weft_join(g, &r), 0);
+    ASSERT_EQ((intptr_t)r, -ECANCELED);
+    ASSERT_EQ(weft_join(g, &r), -EINVAL);
+
+    /* a handle is the same value every time, for its whole life */
+    ASSERT_EQ(weft_spawn(&g, NULL, self_twice, NULL), 0);
+    ASSERT_EQ(weft_join(g, &r), 0);
+    ASSERT_PTR_EQ(r, g);
+    ASSERT_PTR_EQ(weft_self(), weft_self());
+    return NULL;
+}
+
+TEST(handles_stale_after_join) { test_run_cfg(&one, main_stale_joined, NULL); }
+
+/* A detached fiber's handle is good until the fiber returns (cancel works
+ * on it); then it is stale like a joined one: -EINVAL, and a new fiber in
+ * the same record is out of its reach. */
+static void *main_stale_detached(void *arg)
+{
+    (void)arg;
+    weft_fiber *d, *g;
+    void *r;
+    ASSERT_EQ(weft_spawn(&d, NULL, wait_cancel, NULL), 0);
+    ASSERT_EQ(weft_detach(d), 0);
+    weft_yield();                       /* d sleeps */
+    ASSERT_EQ(weft_cancel(d), 0);       /* live: the handle works */
+    ASSERT_EQ(weft_join(d, NULL), -EINVAL);
+    for (int i = 0; i < 10; i++)        /* d wakes with -ECANCELED and returns */
+        weft_yield();
+    ASSERT_EQ(weft_cancel(d), -EINVAL);
+    ASSERT_EQ(weft_detach(d), -EINVAL);
+
+    ASSERT_EQ(weft_spawn(&g, NULL, wait_cancel, NULL), 0);   /* reuses d's record */
+    weft_yield();
+    ASSERT_EQ(weft_cancel(d), -EINVAL);
+    ASSERT_EQ(weft_join(d, NULL), -EINVAL);
+    ASSERT_EQ(weft_id(d), 0);
+    ASSERT_EQ(weft_cancel(g), 0);
+    ASSERT_EQ(weft_join(g, &r), 0);
+    ASSERT_EQ((intptr_t)r, -ECANCELED);
+    return NULL;
+}
+
+TEST(handles_stale_after_detached_exit) { test_run_cfg(&one, main_stale_detached, NULL); }
+
+/* A plain thread cancels fibers by handle while they are joined and their
+ * records reused: a cancel either reaches the fiber it named or answers
+ * -EINVAL, and never a fiber spawned after it (those check they were not
+ * cancelled). */
+static _Atomic(weft_fiber *) race_target;
+static atomic_int race_stop;
+
+static void *race_canceller(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&race_stop)) {
+        weft_fiber *f = atomic_load(&race_target);
+        if (f) {
+            int r = weft_cancel(f);
+            ASSERT(r == 0 || r == -EINVAL);
+        }
+    }
+    return NULL;
+}
+
+static void *victim(void *arg)
+{
+    (void)arg;
+    weft_yield();
+    return (void *)(intptr_t)weft_cancelled();
+}
+
+static void *bystander(void *arg)
+{
+    (void)arg;
+    weft_yield();
+    return (void *)(intptr_t)weft_cancelled();
+}
+
+static void *main_stale_race(void *arg)
+{
+    (void)arg;
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, race_canceller, NULL), 0);
+    uint64_t end = weft_now() + (uint64_t)(1e9 * test_time_scale());
+    for (int i = 0; i < 20000 && weft_now() < end; i++) {
+        weft_fiber *f, *g;
+        void *r;
+        ASSERT_EQ(weft_spawn(&f, NULL, victim, NULL), 0);
+        atomic_store(&race_target, f);
+        ASSERT_EQ(weft_join(f, &r), 0);
+        /* f is stale from here on, while the thread may still cancel it */
+        ASSERT_EQ(weft_spawn(&g, NULL, bystander, NULL), 0);
+        ASSERT_EQ(weft_join(g, &r), 0);
+        ASSERT_EQ((intptr_t)r, 0);
+    }
+    atomic_store(&race_stop, 1);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    return NULL;
+}
+
+TEST(handles_stale_cancel_from_thread) { test_run_cfg(&one, main_stale_race, NULL); }
+
+/* Outside a runtime every handle is stale: nothing is read through it. */
+static void *keep_self(void *arg) { return weft_self(); }
+
+TEST(handles_outside_runtime)
+{
+    weft_fiber *f = test_run_cfg(&one, keep_self, NULL);
+    ASSERT(f != NULL);
+    ASSERT_EQ(weft_join(f, NULL), -EINVAL);
+    ASSERT_EQ(weft_cancel(f), -EINVAL);
+    ASSERT_EQ(weft_detach(f), -EINVAL);
+    ASSERT_EQ(weft_id(f), 0);
+    ASSERT_STR_EQ(weft_name(f), "");
+}

@@ -1389,7 +1389,9 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     int err = weft_spawn(&mainf, &ma, main_fn, arg);
     if (err < 0)
         goto out;
-    mainf->flags |= WEFT__MAIN;   /* no worker runs yet: nobody reads it concurrently */
+    /* weft_spawn gave out a handle (fiber.c, HANDLES); no worker runs yet:
+     * nobody reads the flags concurrently. */
+    weft__handle_rec(mainf)->flags |= WEFT__MAIN;
     weft__diag_start(cfg);   /* dump signal, crash reports, trace, watchdog */
 
     unsigned started = 1;

@@ -138,6 +138,11 @@ struct weft_fiber {
      * only what follows. */
     _Atomic uint32_t magic;         /* WEFT_FIBER_MAGIC once a fiber was spawned here */
     _Atomic int state;              /* enum weft__fstate */
+    /* Outlive each fiber that uses the record, for stale handles (fiber.c,
+     * HANDLES): spawn leaves them alone. */
+    _Atomic uint32_t gen;           /* +1 each time the record is freed; handles carry it */
+    _Atomic uint32_t pins;          /* handle calls acting on the fiber now: free waits */
+    weft__spin jlock;               /* join state; always unlocked while FREED */
     weft__ctx ctx;                  /* saved stack pointer while suspended */
     _Atomic int on_cpu;             /* 1 from resume until its worker finished switching away */
     unsigned flags;                 /* WEFT_DETACHED, WEFT_PINNED */
@@ -160,8 +165,7 @@ struct weft_fiber {
     int64_t deadline;               /* absolute ns, -1 none */
     _Atomic int cancelled;
 
-    /* life cycle and join */
-    weft__spin jlock;
+    /* life cycle and join (under jlock) */
     int joined;                     /* a joiner took it (or is waiting) */
     weft_fiber *joiner;
     void *(*fn)(void *);
@@ -221,6 +225,45 @@ static inline void weft__fstate_park(weft_fiber *f)
                                                  memory_order_relaxed, memory_order_relaxed))
         weft__assert(from == WEFT_F_RUNNABLE);
 }
+
+/* ----------------------------------------------------------------- handles */
+
+/* What a user holds is not the record's address but the address with the
+ * record's generation in bits it never uses (fiber.c, HANDLES): the low 6
+ * (records are 64-byte aligned) and, on 64-bit machines, the top 16 (user
+ * addresses fit in 48 bits on x86-64, AArch64 and Windows x64). */
+#if UINTPTR_MAX > 0xffffffffu
+#define WEFT__HANDLE_HIGH 1                       /* the top 16 bits carry 16 more */
+#define WEFT__HANDLE_GEN_BITS 22
+#define WEFT__HANDLE_ADDR_MASK ((((uintptr_t)1 << 48) - 1) & ~(uintptr_t)63)
+#else
+#define WEFT__HANDLE_HIGH 0
+#define WEFT__HANDLE_GEN_BITS 6
+#define WEFT__HANDLE_ADDR_MASK (~(uintptr_t)63)
+#endif
+#define WEFT__HANDLE_GEN_MASK ((1u << WEFT__HANDLE_GEN_BITS) - 1)
+
+static inline weft_fiber *weft__handle_rec(const weft_fiber *h)
+{
+    return (weft_fiber *)((uintptr_t)h & WEFT__HANDLE_ADDR_MASK);
+}
+
+static inline uint32_t weft__handle_gen(const weft_fiber *h)
+{
+    uintptr_t v = (uintptr_t)h;
+    uint32_t g = (uint32_t)(v & 63);
+#if WEFT__HANDLE_HIGH
+    g |= (uint32_t)(v >> 48) << 6;
+#endif
+    return g;
+}
+
+/* The handle of live fiber f (what weft_spawn and weft_self give out). */
+weft_fiber *weft__handle(const weft_fiber *f);
+/* The record behind handle h, pinned so that it is not freed (and so not
+ * reused) until weft__handle_unpin; NULL if h is NULL, bad or stale. */
+weft_fiber *weft__handle_pin(const weft_fiber *h);
+void weft__handle_unpin(weft_fiber *f);
 
 /* ---------------------------------------------------------- current fiber */
 
