@@ -178,10 +178,14 @@ WEFT_API int weft_wg_wait(weft_wg *w);
 typedef struct weft_chan weft_chan;
 enum { WEFT_SEND = 1, WEFT_RECV = 2 };
 
-/* capacity 0: unbuffered (rendezvous). NULL on bad args (elem_size 0 or
- * above 64 KiB, a ring that would not fit in memory) or no memory.
+/* capacity 0: unbuffered (rendezvous). NULL on bad args (elem_size above
+ * 64 KiB, a ring that would not fit in memory) or no memory.
+ * elem_size 0 makes Go's chan struct{}: values carry no data (a signal, or
+ * a count up to capacity), any capacity takes no memory, and elem may be
+ * NULL in every call, select's cases included.
  * A receive may pass a NULL elem to discard the value. Blocking calls from a
- * plain thread are -EPERM; the try calls and close work from any thread.
+ * plain thread are -EPERM; the try calls, close, len and cap work from any
+ * thread.
  * weft_chan_free with fibers still waiting on the channel is a caller bug:
  * it aborts with a message. */
 WEFT_API weft_chan *weft_chan_make(size_t elem_size, size_t capacity);
@@ -191,6 +195,11 @@ WEFT_API int  weft_chan_trysend(weft_chan *c, const void *elem);/* -EAGAIN when 
 WEFT_API int  weft_chan_tryrecv(weft_chan *c, void *elem);      /* -EAGAIN when it would block */
 WEFT_API int  weft_chan_close(weft_chan *c);                    /* -EPIPE if already closed */
 WEFT_API void weft_chan_free(weft_chan *c);
+/* Go's len(c): elements buffered now (0 for an unbuffered channel, even
+ * with senders waiting; after close, those not yet received). 0 for NULL. */
+WEFT_API size_t weft_chan_len(const weft_chan *c);
+/* Go's cap(c): the capacity it was made with. 0 for NULL. */
+WEFT_API size_t weft_chan_cap(const weft_chan *c);
 
 typedef struct weft_case {
     weft_chan *chan;   /* NULL: case ignored */
@@ -206,7 +215,7 @@ typedef struct weft_case {
  * channel; a send on one is an error Go would panic on). Cases with a NULL
  * chan are ignored; with none left (n == 0 included) it waits for a cancel
  * or the deadline, like Go's empty select. -EINVAL on a bad op or a send
- * with a NULL elem, -EPERM outside a fiber, -ENOMEM, -ECANCELED, -ETIMEDOUT. */
+ * with a NULL elem (on a channel of non-zero elements), -EPERM outside a fiber, -ENOMEM, -ECANCELED, -ETIMEDOUT. */
 WEFT_API int weft_select(weft_case *cases, size_t n);
 /* Like weft_select but returns -EAGAIN instead of blocking; works from any thread. */
 WEFT_API int weft_tryselect(weft_case *cases, size_t n);

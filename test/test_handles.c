@@ -398,3 +398,184 @@ TEST(handles_outside_runtime)
     ASSERT_EQ(weft_id(f), 0);
     ASSERT_STR_EQ(weft_name(f), "");
 }
+
+/* ------------------------------------- zero-size elements: chan struct{} */
+
+#define ZN 1000
+
+static void *zero_sender(void *arg)
+{
+    weft_chan *c = arg;
+    for (int i = 0; i < ZN; i++)
+        ASSERT_EQ(weft_chan_send(c, NULL), 0);
+    ASSERT_EQ(weft_chan_close(c), 0);
+    return NULL;
+}
+
+/* Go: make(chan struct{}, cap) for cap 0 and buffered; c <- struct{}{};
+ * <-c; select on it; close. Values carry nothing, so NULL is a value. */
+static void *main_zero_size(void *arg)
+{
+    (void)arg;
+    size_t caps[] = { 0, 1, 5 };
+    for (size_t k = 0; k < 3; k++) {
+        weft_chan *c = weft_chan_make(0, caps[k]);
+        ASSERT(c != NULL);
+        ASSERT_EQ(weft_chan_cap(c), caps[k]);
+        weft_fiber *f;
+        ASSERT_EQ(weft_spawn(&f, NULL, zero_sender, c), 0);
+        int n = 0, r;
+        char junk = 'x';
+        while ((r = weft_chan_recv(c, n % 2 ? &junk : NULL)) == 0)
+            n++;
+        ASSERT_EQ(r, -EPIPE);
+        ASSERT_EQ(n, ZN);
+        ASSERT_EQ(junk, 'x');   /* nothing is written into a zero-size element */
+        ASSERT_EQ(weft_join(f, NULL), 0);
+        weft_chan_free(c);
+    }
+
+    /* buffered: a counting semaphore that holds no data */
+    weft_chan *c = weft_chan_make(0, 3);
+    for (int i = 0; i < 3; i++)
+        ASSERT_EQ(weft_chan_trysend(c, NULL), 0);
+    ASSERT_EQ(weft_chan_trysend(c, NULL), -EAGAIN);
+    ASSERT_EQ(weft_chan_len(c), 3);
+    ASSERT_EQ(weft_chan_tryrecv(c, NULL), 0);
+    ASSERT_EQ(weft_chan_len(c), 2);
+
+    /* select: a send case with a NULL elem is fine on a zero-size channel */
+    weft_case cs[2] = { { c, WEFT_SEND, NULL, 0 }, { c, WEFT_RECV, NULL, 0 } };
+    int r = weft_select(cs, 2);
+    ASSERT(r == 0 || r == 1);
+    ASSERT_EQ(cs[r].err, 0);
+    ASSERT_EQ(weft_chan_len(c), r == 0 ? 3 : 1);
+    ASSERT_EQ(weft_chan_close(c), 0);
+    while (weft_chan_tryrecv(c, NULL) == 0)
+        ;
+    ASSERT_EQ(weft_chan_len(c), 0);
+    ASSERT_EQ(weft_chan_recv(c, NULL), -EPIPE);
+    weft_chan_free(c);
+
+    /* unbuffered select with a parked zero-size sender */
+    c = weft_chan_make(0, 0);
+    weft_fiber *f;
+    ASSERT_EQ(weft_spawn(&f, NULL, zero_sender, c), 0);
+    weft_case rc[1] = { { c, WEFT_RECV, NULL, 0 } };
+    for (int i = 0; i < ZN; i++) {
+        ASSERT_EQ(weft_select(rc, 1), 0);
+        ASSERT_EQ(rc[0].err, 0);
+    }
+    ASSERT_EQ(weft_select(rc, 1), 0);
+    ASSERT_EQ(rc[0].err, -EPIPE);
+    ASSERT_EQ(weft_join(f, NULL), 0);
+    weft_chan_free(c);
+
+    /* any capacity: the ring takes no memory */
+    c = weft_chan_make(0, (size_t)1 << 40);
+    ASSERT(c != NULL);
+    ASSERT_EQ(weft_chan_cap(c), (size_t)1 << 40);
+    weft_chan_free(c);
+
+    /* a NULL send is still bad input where elements have a size */
+    c = weft_chan_make(sizeof(int), 1);
+    ASSERT_EQ(weft_chan_trysend(c, NULL), -EINVAL);
+    weft_case bad[1] = { { c, WEFT_SEND, NULL, 0 } };
+    ASSERT_EQ(weft_tryselect(bad, 1), -EINVAL);
+    weft_chan_free(c);
+    return NULL;
+}
+
+TEST(handles_chan_zero_size) { test_run_cfg(&two, main_zero_size, NULL); }
+
+/* ------------------------------------------------- len and cap (Go's) */
+
+struct lenarg { weft_chan *c; atomic_int stop; size_t max_seen; };
+
+static void *len_watcher(void *arg)
+{
+    struct lenarg *a = arg;
+    while (!atomic_load(&a->stop)) {
+        size_t n = weft_chan_len(a->c);
+        ASSERT_LE(n, weft_chan_cap(a->c));
+        if (n > a->max_seen)
+            a->max_seen = n;
+    }
+    return NULL;
+}
+
+static void *blocked_sender(void *arg)
+{
+    int v = 7;
+    return (void *)(intptr_t)weft_chan_send(arg, &v);
+}
+
+static void *main_len_cap(void *arg)
+{
+    (void)arg;
+    ASSERT_EQ(weft_chan_len(NULL), 0);
+    ASSERT_EQ(weft_chan_cap(NULL), 0);
+
+    /* Go's TestLenCap-style walk: len follows the buffered items */
+    weft_chan *c = weft_chan_make(sizeof(int), 5);
+    ASSERT_EQ(weft_chan_cap(c), 5);
+    ASSERT_EQ(weft_chan_len(c), 0);
+    for (int i = 0; i < 5; i++) {
+        ASSERT_EQ(weft_chan_send(c, &i), 0);
+        ASSERT_EQ(weft_chan_len(c), (size_t)i + 1);
+    }
+    /* full, with a sender waiting: its value moves into the ring as one
+     * is received, so len stays at cap */
+    weft_fiber *f;
+    ASSERT_EQ(weft_spawn(&f, NULL, blocked_sender, c), 0);
+    weft_yield();
+    ASSERT_EQ(weft_chan_len(c), 5);
+    int v;
+    ASSERT_EQ(weft_chan_recv(c, &v), 0);
+    ASSERT_EQ(v, 0);
+    ASSERT_EQ(weft_chan_len(c), 5);
+    void *r;
+    ASSERT_EQ(weft_join(f, &r), 0);
+    ASSERT_EQ((intptr_t)r, 0);
+    ASSERT_EQ(weft_chan_recv(c, &v), 0);
+    ASSERT_EQ(weft_chan_len(c), 4);
+    /* closed: len is what is left to drain, cap is unchanged */
+    ASSERT_EQ(weft_chan_close(c), 0);
+    ASSERT_EQ(weft_chan_len(c), 4);
+    ASSERT_EQ(weft_chan_cap(c), 5);
+    for (size_t left = 4; left > 0; left--) {
+        ASSERT_EQ(weft_chan_recv(c, &v), 0);
+        ASSERT_EQ(weft_chan_len(c), left - 1);
+    }
+    ASSERT_EQ(weft_chan_recv(c, &v), -EPIPE);
+    ASSERT_EQ(weft_chan_len(c), 0);
+    weft_chan_free(c);
+
+    /* unbuffered: len 0, cap 0, even with a sender waiting */
+    c = weft_chan_make(sizeof(int), 0);
+    ASSERT_EQ(weft_spawn(&f, NULL, blocked_sender, c), 0);
+    weft_yield();
+    ASSERT_EQ(weft_chan_len(c), 0);
+    ASSERT_EQ(weft_chan_cap(c), 0);
+    ASSERT_EQ(weft_chan_recv(c, &v), 0);
+    ASSERT_EQ(weft_join(f, NULL), 0);
+    weft_chan_free(c);
+
+    /* from a plain thread while fibers fill and drain the ring */
+    struct lenarg a = { weft_chan_make(sizeof(int), 8), 0, 0 };
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, len_watcher, &a), 0);
+    for (int round = 0; round < 2000; round++) {
+        for (int i = 0; i < 8; i++)
+            ASSERT_EQ(weft_chan_send(a.c, &i), 0);
+        for (int i = 0; i < 8; i++)
+            ASSERT_EQ(weft_chan_recv(a.c, &v), 0);
+    }
+    atomic_store(&a.stop, 1);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_LE(a.max_seen, 8);
+    weft_chan_free(a.c);
+    return NULL;
+}
+
+TEST(handles_chan_len_cap) { test_run_cfg(&two, main_len_cap, NULL); }

@@ -60,12 +60,15 @@ struct weft_chan {
     char *buf;
 };
 
+/* elem_size 0 is Go's chan struct{}: the values carry no data, only the
+ * rendezvous or the count; the ring takes no memory whatever the capacity,
+ * elements may be NULL, and every copy below is of 0 bytes. */
 weft_chan *weft_chan_make(size_t elem_size, size_t capacity)
 {
-    if (elem_size == 0 || elem_size > ELEM_MAX)
+    if (elem_size > ELEM_MAX)
         return NULL;
     size_t hdr = (sizeof(weft_chan) + 15) & ~(size_t)15;
-    if (capacity > (SIZE_MAX / 2 - hdr) / elem_size)
+    if (elem_size && capacity > (SIZE_MAX / 2 - hdr) / elem_size)
         return NULL;
     weft_chan *c = malloc(hdr + capacity * elem_size);
     if (!c)
@@ -102,6 +105,7 @@ static inline size_t inc(weft_chan *c, size_t i) { return ++i == c->cap ? 0 : i;
 static inline void copy_elem(const weft_chan *c, void *dst, const void *src)
 {
     switch (c->elem_size) {
+    case 0: break;   /* zero-size elements: dst or src may be NULL */
     case 4: memcpy(dst, src, 4); break;
     case 8: memcpy(dst, src, 8); break;
     case 16: memcpy(dst, src, 16); break;
@@ -178,7 +182,7 @@ static void chan_unlink(weft_fiber *f)
 /* send or receive, blocking or not */
 static int chan_op(weft_chan *c, int op, void *elem, bool block)
 {
-    if (!c || (op == WEFT_SEND && !elem))
+    if (!c || (op == WEFT_SEND && !elem && c->elem_size))
         return -EINVAL;
     weft_fiber *self = NULL;
     if (block && !(self = weft__cur_fiber()))
@@ -210,6 +214,22 @@ int weft_chan_send(weft_chan *c, const void *elem) { return chan_op(c, WEFT_SEND
 int weft_chan_recv(weft_chan *c, void *elem) { return chan_op(c, WEFT_RECV, elem, true); }
 int weft_chan_trysend(weft_chan *c, const void *elem) { return chan_op(c, WEFT_SEND, (void *)elem, false); }
 int weft_chan_tryrecv(weft_chan *c, void *elem) { return chan_op(c, WEFT_RECV, elem, false); }
+
+/* Go's len(c) and cap(c). The count changes under the lock, so it is read
+ * under it too: exact at the moment it was read, from any thread. elem_size
+ * and cap never change. */
+size_t weft_chan_len(const weft_chan *c)
+{
+    if (!c)
+        return 0;
+    weft_chan *m = (weft_chan *)c;   /* the lock is not part of the value */
+    weft__wlock(&m->lock);
+    size_t n = m->count;
+    weft__wunlock(&m->lock);
+    return n;
+}
+
+size_t weft_chan_cap(const weft_chan *c) { return c ? c->cap : 0; }
 
 /* Claim every record of q for close; chain the claimed ones on *list. */
 static void close_queue(weft__waitq *q, weft__waiter ***tail)
@@ -323,7 +343,7 @@ static int do_select(weft_case *cases, size_t n, bool block)
         if (!cases[i].chan)
             continue;
         if ((cases[i].op != WEFT_SEND && cases[i].op != WEFT_RECV) ||
-            (cases[i].op == WEFT_SEND && !cases[i].elem))
+            (cases[i].op == WEFT_SEND && !cases[i].elem && cases[i].chan->elem_size))
             return -EINVAL;
         na++;
     }
