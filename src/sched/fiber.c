@@ -129,7 +129,7 @@ weft_fiber *weft__handle(const weft_fiber *f)
 static weft_fiber *record(const weft_fiber *h)
 {
     weft_fiber *f = weft__handle_rec(h);
-    if (!f || !weft__running() ||
+    if (!f || atomic_load_explicit(&weft__rt.running, memory_order_relaxed) != 1 ||
         atomic_load_explicit(&f->magic, memory_order_relaxed) != WEFT_FIBER_MAGIC)
         return NULL;
     return f;
@@ -285,7 +285,7 @@ static void fiber_entry(void *prev)
      * stack, as it always has; and nobody can detach us meanwhile. */
     if (!(self->flags & WEFT__MAIN)) {
         weft__spin_lock(&self->jlock);
-        weft__fstate_set(self, WEFT_F_DEAD);
+        weft__fstate_set(self, WEFT_F_RUNNING, WEFT_F_DEAD);
         weft_fiber *j = self->joiner;   /* none if detached */
         if (j && weft__wake_claim(j, 0))
             weft__ready(j);
@@ -368,8 +368,10 @@ int weft_spawn(weft_fiber **out, const weft_attr *attr, void *(*fn)(void *), voi
         return err;
 
     weft_fiber *f = fiber_of(s);
-    /* Zero all but the header (published last, below) and the name (one
-     * terminator): under 256 bytes. */
+    /* Zero all but the header (published last, below), the name (one
+     * terminator) and what outlives the fiber (gen, pins, jlock): 200
+     * bytes. The whole record is four cache lines. */
+    _Static_assert(sizeof(weft_fiber) <= 256, "the record grew past four cache lines");
     _Static_assert((offsetof(weft_fiber, name) - offsetof(weft_fiber, ctx)) % 8 == 0,
                    "zero_record stores whole words");
     zero_record(&f->ctx, offsetof(weft_fiber, name) - offsetof(weft_fiber, ctx));
@@ -419,7 +421,7 @@ void weft__fiber_free(weft__worker *w, weft_fiber *f)
         else
             weft__os_yield();
     }
-    weft__fstate_set(f, WEFT_F_FREED);
+    weft__fstate_set(f, WEFT_F_DEAD, WEFT_F_FREED);
     san_tsan_destroy(f->tsan_fiber);
     free(f->fls);
     f->fls = NULL;
@@ -475,7 +477,7 @@ void weft__fiber_finish(weft__worker *w, weft_fiber *f)
         weft__each_fiber(cancel_mark, NULL);
         weft__barrier_heavy();
         weft__each_fiber(cancel_again, NULL);
-        weft__fstate_set(f, WEFT_F_DEAD);
+        weft__fstate_set(f, WEFT_F_RUNNING, WEFT_F_DEAD);
         weft__spin_lock(&f->jlock);
         retire(f);
         weft__spin_unlock(&f->jlock);

@@ -208,7 +208,7 @@ static inline void take_cpu(weft__worker *w, weft_fiber *f)
         }
     }
     f->worker = w;
-    weft__fstate_set(f, WEFT_F_RUNNING);
+    weft__fstate_set(f, WEFT_F_RUNNABLE, WEFT_F_RUNNING);
     __atomic_store_n(&w->cur, f, __ATOMIC_RELEASE);   /* the watchdog reads f through it: a plain mov on x86 */
     weft__stat_add(w->st.switches, 1);
 }
@@ -231,7 +231,7 @@ static void finish_switch(weft__worker *w, weft_fiber *prev)
         weft__fiber_finish(w, prev);   /* prev never runs again; no on_cpu handshake */
         break;
     case WEFT_POST_YIELD:
-        weft__fstate_set(prev, WEFT_F_RUNNABLE);
+        weft__fstate_set(prev, WEFT_F_RUNNING, WEFT_F_RUNNABLE);
         atomic_store_explicit(&prev->on_cpu, 0, memory_order_release);
         if (prev->home) {
             /* pinned: its inbox is the only queue it may be on */
@@ -241,11 +241,9 @@ static void finish_switch(weft__worker *w, weft_fiber *prev)
         }
         break;
     case WEFT_POST_PARK:
-        /* Not a plain store: a waker may have readied prev already, between
-         * its wait_prepare and this point, and it may be on a run queue now
-         * as RUNNABLE. PARKED would then be a step backwards (and weft_dump
-         * would call a queued fiber parked). */
-        weft__fstate_park(prev);
+        /* prev marked itself PARKED in weft__wait_prepare, and a waker may
+         * have made it RUNNABLE and queued it since: the state word is not
+         * ours to write here (sched.h, enum weft__fstate). */
         atomic_store_explicit(&prev->on_cpu, 0, memory_order_release);
         break;
     default:
@@ -632,7 +630,7 @@ static void ready_put(weft_fiber *f)
 
 void weft__ready(weft_fiber *f)
 {
-    weft__fstate_set(f, WEFT_F_RUNNABLE);
+    weft__fstate_set(f, WEFT_F_PARKED, WEFT_F_RUNNABLE);
     ready_put(f);
 }
 
@@ -859,6 +857,7 @@ int weft__wait_abort(weft_fiber *self)
 {
     int expect = WEFT_WS_WAITING;
     if (atomic_compare_exchange_strong(&self->wstate, &expect, WEFT_WS_IDLE)) {
+        weft__fstate_set(self, WEFT_F_PARKED, WEFT_F_RUNNING);   /* never switched away */
         wait_done(self);
         return 1;
     }
@@ -880,6 +879,7 @@ int weft__wait_park(weft_fiber *self, int64_t timeout)
     else if (when >= 0 && (uint64_t)when <= weft__now())
         early = -ETIMEDOUT;
     if (early && weft__wake_claim(self, early)) {
+        weft__fstate_set(self, WEFT_F_PARKED, WEFT_F_RUNNING);   /* our own claim: nobody readies us */
         if (self->wunlink)
             self->wunlink(self);
         wait_done(self);

@@ -98,27 +98,38 @@ extern const char *const weft__wait_names[WEFT_W_KINDS];
  *             on_cpu to drop before running on the stack (take_cpu).
  *   RUNNING   its worker owns the stack and runs on it; on no queue. on_cpu
  *             is 1 until that worker has finished switching away.
- *   PARKED    switched away inside a wait, on no run queue: nobody runs on
- *             the stack. The one party that wins its wait's claim
- *             (weft__wake_claim) owns the right to ready it; weft_backtrace
- *             may hold it still meanwhile (on_cpu).
+ *   PARKED    in a wait, on no run queue. The one party that wins its wait's
+ *             claim (weft__wake_claim) owns the right to ready it. Its own
+ *             worker may still be switching away from it (on_cpu is 1 until
+ *             done); after that nobody runs on the stack, and weft_backtrace
+ *             may hold it still (on_cpu).
  *   DEAD      returned, joinable, on no queue; the stack is idle. The joiner
  *             (or weft_detach) owns it and frees it.
  *   FREED     back in a stack cache; only magic, state and gen mean anything.
  *
- * The word only moves forward along these edges, and weft__fstate_set
- * asserts it:
+ * Legal edges, each written by the one party that owns the fiber then.
+ * Every write goes through weft__fstate_set, which asserts that the fiber
+ * is in the state its caller owns and that the edge is in this list:
  *
  *   (new memory), FREED -> RUNNABLE   weft_spawn
  *   RUNNABLE -> RUNNING               take_cpu, by whoever took it off a queue
- *   RUNNING  -> RUNNABLE              a yield; or a waker that won the claim
- *                                     before the fiber finished switching away
- *   RUNNING  -> PARKED                finish_switch after a park, by
- *                                     compare-and-swap: if a waker already
- *                                     made it RUNNABLE, it stays RUNNABLE
+ *   RUNNING  -> RUNNABLE              a yield (finish_switch)
+ *   RUNNING  -> PARKED                weft__wait_prepare, by the fiber itself,
+ *                                     before its wait is published
  *   PARKED   -> RUNNABLE              weft__ready, by the claim's winner
+ *   PARKED   -> RUNNING               the fiber won its own claim before
+ *                                     switching away (weft__wait_abort, an
+ *                                     early return of weft__wait_park)
  *   RUNNING  -> DEAD                  fiber_entry, fn returned
  *   DEAD     -> FREED                 weft__fiber_free
+ *
+ * PARKED is written before the wait is published, not after the switch
+ * away: a waker may claim the fiber in between (the early wake above) and
+ * store RUNNABLE, and a PARKED written after that would step backwards
+ * while the fiber sits on a run queue. Written first, it is ordered before
+ * any waker's RUNNABLE by the claim itself (the waker's compare-and-swap
+ * reads the WAITING that wait_prepare releases after it), at the price of
+ * one plain store and no locked instruction.
  */
 enum weft__fstate { WEFT_F_RUNNABLE = 1, WEFT_F_RUNNING, WEFT_F_PARKED, WEFT_F_DEAD, WEFT_F_FREED };
 enum weft__wstate { WEFT_WS_IDLE = 0, WEFT_WS_WAITING, WEFT_WS_WOKEN };
@@ -138,15 +149,9 @@ struct weft_fiber {
      * only what follows. */
     _Atomic uint32_t magic;         /* WEFT_FIBER_MAGIC once a fiber was spawned here */
     _Atomic int state;              /* enum weft__fstate */
-    /* Outlive each fiber that uses the record, for stale handles (fiber.c,
-     * HANDLES): spawn leaves them alone. */
-    _Atomic uint32_t gen;           /* +1 each time the record is freed; handles carry it */
-    _Atomic uint32_t pins;          /* handle calls acting on the fiber now: free waits */
-    weft__spin jlock;               /* join state; always unlocked while FREED */
     weft__ctx ctx;                  /* saved stack pointer while suspended */
     _Atomic int on_cpu;             /* 1 from resume until its worker finished switching away */
     unsigned flags;                 /* WEFT_DETACHED, WEFT_PINNED */
-    bool started;                   /* has run: suspended in weft__switch_out, not fresh */
     weft__worker *worker;           /* the worker it runs/ran on */
     weft__worker *home;             /* pinned: the only worker it may run on */
     weft_fiber *next;               /* run-queue / inbox / global-queue link */
@@ -174,56 +179,55 @@ struct weft_fiber {
 
     void **fls;                     /* fiber-local values, lazily allocated */
     unsigned fls_len;
+    bool started;                   /* has run: suspended in weft__switch_out, not fresh */
     weft__stack *stack;
 
     /* sanitizer bookkeeping */
     void *asan_fake;
     void *tsan_fiber;
 
-    char name[WEFT_NAME_MAX];       /* last: spawn zeroes everything before it */
+    char name[WEFT_NAME_MAX];       /* spawn zeroes everything from ctx to here */
+
+    /* Outlive each fiber that uses the record, for stale handles (fiber.c,
+     * HANDLES): spawn leaves them alone. Here, in what was padding, the
+     * record stays 256 bytes: four cache lines, as before they existed. */
+    _Atomic uint32_t gen;           /* +1 each time the record is retired; handles carry it */
+    _Atomic uint32_t pins;          /* handle calls acting on the fiber now: free waits */
+    weft__spin jlock;               /* join state; always unlocked while FREED */
 };
 
 /* ------------------------------------------------------------ state word */
 
-/* The states each state may be entered from (bit s: from state s; bit 0:
- * memory no fiber ever used). See enum weft__fstate. */
-#define WEFT__FROM(s) (1u << (s))
-static const unsigned weft__fstate_from[WEFT_F_FREED + 1] = {
-    [WEFT_F_RUNNABLE] = WEFT__FROM(0) | WEFT__FROM(WEFT_F_FREED) | WEFT__FROM(WEFT_F_RUNNING) |
-                        WEFT__FROM(WEFT_F_PARKED),
-    [WEFT_F_RUNNING] = WEFT__FROM(WEFT_F_RUNNABLE),
-    [WEFT_F_PARKED] = WEFT__FROM(WEFT_F_RUNNING),
-    [WEFT_F_DEAD] = WEFT__FROM(WEFT_F_RUNNING),
-    [WEFT_F_FREED] = WEFT__FROM(WEFT_F_DEAD),
-};
+/* The legal edges of enum weft__fstate as one constant: bit from * 8 + to
+ * (from 0: memory no fiber ever used). Tested with a shift of an
+ * immediate, no table in memory. */
+#define WEFT__EDGE(from, to) (1ull << ((from) * 8 + (to)))
+#define WEFT__FSTATE_EDGES                                                      \
+    (WEFT__EDGE(0, WEFT_F_RUNNABLE) | WEFT__EDGE(WEFT_F_FREED, WEFT_F_RUNNABLE) | \
+     WEFT__EDGE(WEFT_F_RUNNABLE, WEFT_F_RUNNING) |                              \
+     WEFT__EDGE(WEFT_F_RUNNING, WEFT_F_RUNNABLE) |                              \
+     WEFT__EDGE(WEFT_F_RUNNING, WEFT_F_PARKED) |                                \
+     WEFT__EDGE(WEFT_F_PARKED, WEFT_F_RUNNABLE) |                               \
+     WEFT__EDGE(WEFT_F_PARKED, WEFT_F_RUNNING) |                                \
+     WEFT__EDGE(WEFT_F_RUNNING, WEFT_F_DEAD) |                                  \
+     WEFT__EDGE(WEFT_F_DEAD, WEFT_F_FREED))
 
 static inline bool weft__fstate_legal(int from, int to)
 {
-    return (unsigned)from <= WEFT_F_FREED && (weft__fstate_from[to] & WEFT__FROM(from));
+    return (unsigned)from <= WEFT_F_FREED && (unsigned)to <= WEFT_F_FREED &&
+           ((WEFT__FSTATE_EDGES >> ((unsigned)from * 8 + (unsigned)to)) & 1);
 }
 
-/* Move f to state `to`, asserting the edge. The caller owns f in its
- * current state (see the enum); the one other writer that can race it is
- * a waker's RUNNING -> RUNNABLE against finish_switch's RUNNING -> PARKED,
- * which is a compare-and-swap for that reason (weft__fstate_park). A load
- * and a check cost a few cycles on a line the caller is about to write. */
-static inline void weft__fstate_set(weft_fiber *f, int to)
+/* Move f from state `from` to `to`: the caller owns f in state `from`
+ * (see the enum), so nobody else writes the word meanwhile. Asserts that
+ * f is in `from` now, and that the edge is legal (with constant arguments
+ * the second check folds away at compile time): a compare with an
+ * immediate on a line the caller is about to write. */
+static inline void weft__fstate_set(weft_fiber *f, int from, int to)
 {
-    int from = atomic_load_explicit(&f->state, memory_order_relaxed);
     weft__assert(weft__fstate_legal(from, to));
+    weft__assert(atomic_load_explicit(&f->state, memory_order_relaxed) == from);
     atomic_store_explicit(&f->state, to, memory_order_relaxed);
-}
-
-/* RUNNING -> PARKED, after f switched away into a wait; unless a waker
- * readied it first, in which case it is RUNNABLE and queued, and must stay
- * so (storing PARKED then would move the word backwards while f sits on a
- * run queue). */
-static inline void weft__fstate_park(weft_fiber *f)
-{
-    int from = WEFT_F_RUNNING;
-    if (!atomic_compare_exchange_strong_explicit(&f->state, &from, WEFT_F_PARKED,
-                                                 memory_order_relaxed, memory_order_relaxed))
-        weft__assert(from == WEFT_F_RUNNABLE);
 }
 
 /* ----------------------------------------------------------------- handles */
@@ -283,6 +287,8 @@ weft_fiber   *weft__cur_fiber(void) __attribute__((noinline));
 static inline void weft__wait_prepare(weft_fiber *self, int kind, void *obj,
                                       void (*unlink)(weft_fiber *))
 {
+    /* before the wait is published: see enum weft__fstate */
+    weft__fstate_set(self, WEFT_F_RUNNING, WEFT_F_PARKED);
     self->wkind = kind;
     self->wobj = obj;
     self->wunlink = unlink;
