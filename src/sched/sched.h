@@ -333,7 +333,10 @@ int  weft__wait_park(weft_fiber *self, int64_t timeout);
  * callers loop until their object is done. */
 int  weft__wait_park_nointr(weft_fiber *self);
 /* Abandon a prepared wait without parking (the caller found it could
- * proceed after all). Returns 1 if it was still unclaimed. */
+ * proceed after all). Returns 1 if it was still unclaimed; the fiber is
+ * RUNNING again then. The one way to take back a prepared wait: a fiber
+ * that claimed itself with weft__wake_claim and returned would stay PARKED
+ * (enum weft__fstate). Returns 0 if a waker won: then park to receive it. */
 int  weft__wait_abort(weft_fiber *self);
 void weft__ready(weft_fiber *f);
 /* Claim with result and, if won, unlink and ready: for wakers that are not
