@@ -175,6 +175,15 @@ enum {
     WEFT_PINNED   = 1u << 1    /* never migrates from the worker that spawned it */
 };
 
+/* A weft_fiber* is a handle, not an address to dereference: one fiber has
+ * one handle value for its whole life (weft_self returns the one spawn gave
+ * out), and two fibers never share one. A handle goes stale when its fiber
+ * is joined, or, detached, returns; and when its runtime's weft_run
+ * returns. A stale handle is safe to pass: weft_join, weft_detach and
+ * weft_cancel answer -EINVAL, weft_id 0, weft_name "", weft_backtrace
+ * -ESRCH, and none of them reaches a fiber spawned later. (Strictly: unless
+ * 2^22 fibers reused its memory in between, on 64-bit machines.) */
+
 /* pthread_create's shape. f may be NULL only with WEFT_DETACHED.
  * -EPERM outside a running runtime, -EINVAL on a bad attr, -ENOMEM.
  * From a plain thread: accepted only while the runtime runs main_fn (such a
@@ -183,18 +192,22 @@ enum {
  * has returned. From a fiber it is never refused for that reason. Never from
  * a signal handler (see the top). */
 WEFT_API int  weft_spawn(weft_fiber **f, const weft_attr *attr, void *(*fn)(void *), void *arg);
-/* -EDEADLK on self, -EINVAL if detached or already joined, -ECANCELED if the
- * caller was cancelled (f stays joinable), -ETIMEDOUT past the deadline. */
+/* -EDEADLK on self, -EINVAL if detached or already joined (stale), -EPERM
+ * outside a fiber, -ECANCELED if the caller was cancelled (f stays
+ * joinable), -ETIMEDOUT past the deadline. */
 WEFT_API int  weft_join(weft_fiber *f, void **ret);
+/* -EINVAL if already detached, or joined (stale). A returned fiber is freed now. */
 WEFT_API int  weft_detach(weft_fiber *f);
-/* Its current or next blocking call returns -ECANCELED (sticky). From any
+/* Its current or next blocking call returns -ECANCELED (sticky). 0 for a
+ * returned fiber not yet joined; -EINVAL once the handle is stale. From any
  * thread, never from a signal handler (see the top). */
 WEFT_API int  weft_cancel(weft_fiber *f);
 WEFT_API int  weft_cancelled(void);       /* 1 if the calling fiber was cancelled */
 WEFT_API void weft_yield(void);
 WEFT_API weft_fiber *weft_self(void);     /* NULL outside a fiber */
-WEFT_API uint64_t    weft_id(const weft_fiber *f);     /* 0 for NULL */
-WEFT_API const char *weft_name(const weft_fiber *f);   /* "" when unnamed */
+WEFT_API uint64_t    weft_id(const weft_fiber *f);     /* 0 for NULL or stale */
+/* "" when unnamed, NULL or stale; the string lives as long as the handle. */
+WEFT_API const char *weft_name(const weft_fiber *f);
 WEFT_API int         weft_worker_id(void);             /* worker running the caller, -1 outside */
 
 WEFT_API uint64_t weft_now(void);                 /* monotonic ns */
@@ -276,12 +289,15 @@ WEFT_API int weft_wg_destroy(weft_wg *w);
 typedef struct weft_chan weft_chan;
 enum { WEFT_SEND = 1, WEFT_RECV = 2 };
 
-/* capacity 0: unbuffered (rendezvous). NULL on bad args (elem_size 0 or
- * above 64 KiB, a ring that would not fit in memory) or no memory; to know
- * which, use weft_chan_new.
+/* capacity 0: unbuffered (rendezvous). NULL on bad args (elem_size above
+ * 64 KiB, a ring that would not fit in memory) or no memory; to know which,
+ * use weft_chan_new.
+ * elem_size 0 makes Go's chan struct{}: values carry no data (a signal, or
+ * a count up to capacity), any capacity takes no memory, and elem may be
+ * NULL in every call, select's cases included.
  * A receive may pass a NULL elem to discard the value. Blocking calls from a
- * plain thread are -EPERM; the try calls and close work from any thread,
- * but not from a signal handler (see the top).
+ * plain thread are -EPERM; the try calls, close, len and cap work from any
+ * thread, but not from a signal handler (see the top).
  * weft_chan_free with fibers still waiting on the channel is a caller bug:
  * it aborts with a message. */
 WEFT_API weft_chan *weft_chan_make(size_t elem_size, size_t capacity);
@@ -295,6 +311,11 @@ WEFT_API int  weft_chan_trysend(weft_chan *c, const void *elem);/* -EAGAIN when 
 WEFT_API int  weft_chan_tryrecv(weft_chan *c, void *elem);      /* -EAGAIN when it would block */
 WEFT_API int  weft_chan_close(weft_chan *c);                    /* -EPIPE if already closed */
 WEFT_API void weft_chan_free(weft_chan *c);
+/* Go's len(c): elements buffered now (0 for an unbuffered channel, even
+ * with senders waiting; after close, those not yet received). 0 for NULL. */
+WEFT_API size_t weft_chan_len(const weft_chan *c);
+/* Go's cap(c): the capacity it was made with. 0 for NULL. */
+WEFT_API size_t weft_chan_cap(const weft_chan *c);
 
 typedef struct weft_case {
     weft_chan *chan;   /* NULL: case ignored */
@@ -310,9 +331,10 @@ typedef struct weft_case {
  * channel; a send on one is an error Go would panic on). Cases with a NULL
  * chan are ignored; with none left (n == 0 included) it waits for a cancel
  * or the deadline, like Go's empty select. At most WEFT_SELECT_MAX (65,536)
- * cases, NULL ones included. -EINVAL on a bad op, a send with a NULL elem,
- * or n above WEFT_SELECT_MAX (nothing is sent or received then); -EPERM
- * outside a fiber, -ENOMEM, -ECANCELED, -ETIMEDOUT. */
+ * cases, NULL ones included. -EINVAL on a bad op, a send with a NULL elem
+ * (on a channel of non-zero elements), or n above WEFT_SELECT_MAX (nothing
+ * is sent or received then); -EPERM outside a fiber, -ENOMEM, -ECANCELED,
+ * -ETIMEDOUT. */
 #define WEFT_SELECT_MAX 65536
 WEFT_API int weft_select(weft_case *cases, size_t n);
 /* Like weft_select but returns -EAGAIN instead of blocking; works from any thread. */
@@ -390,7 +412,8 @@ WEFT_API const char *weft_io_backend(void);
  * (outside a fiber: the calling thread's). Another fiber is walked without
  * resuming it, and held still for the walk: a worker that picks it up
  * meanwhile waits the few microseconds it takes. Returns the count;
- * -EBUSY if f is running on a worker now, -ESRCH if it has returned,
+ * -EBUSY if f is running on a worker now, -ESRCH if it has returned
+ * (its handle may be stale then),
  * -ENOTSUP where no unwinder is built in or the switch's frame layout is
  * unknown (docs/debugging.md), -EINVAL on bad arguments. */
 WEFT_API int weft_backtrace(weft_fiber *f, void **pcs, int max);

@@ -89,7 +89,7 @@ static void check_plain_common(void)
     ASSERT_EQ(weft_chan_close(ch), -EPIPE);
     ASSERT_EQ(weft_chan_tryrecv(ch, &got), -EPIPE);
     weft_chan_free(ch);
-    ASSERT_PTR_EQ(weft_chan_make(0, 1), NULL);
+    ASSERT_PTR_EQ(weft_chan_make(1 << 20, 1), NULL);   /* elements above 64 KiB */
 
     void *ret = NULL;
     ASSERT_EQ(weft_blocking(twice, (void *)21, &ret), 0);   /* in place */

@@ -88,7 +88,7 @@ FOREIGN = {
     "ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS", "detect_stack_use_after_return",
     "runqput", "runqget", "runqsteal", "runqgrab", "runnext", "findrunnable", "findRunnable",
     "netpoll", "netpoll_epoll.go", "netpoll_windows.go", "netpollBreak", "proc.go", "runtime2.go",
-    "chan.go", "select.go", "sema.go", "lock_futex.go", "mgc.go", "GOMAXPROCS", "LockOSThread",
+    "chan.go", "chan_test.go", "select.go", "sema.go", "lock_futex.go", "mgc.go", "GOMAXPROCS", "LockOSThread",
     "sync.Mutex", "starvationThresholdNs", "mutexStarving", "mutexWoken", "mutexLocked",
     "sysmon", "spinning", "nmspinning", "wakep", "schedule", "gopark", "goready",
     "uv_close", "uv__io_poll", "uv_run", "SO_REUSEADDR", "TCP_NODELAY", "IPPROTO_TCP",

@@ -33,6 +33,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +65,11 @@
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct weft__stack_pool *pools;
-static int mode;                   /* enum weft__guard_mode, 0 = not chosen yet */
+/* enum weft__guard_mode, 0 = not chosen yet. Written under the lock, read
+ * without it too (weft__stack_guard_name, the canary check at every switch
+ * away): atomic, relaxed, since a reader needs the value only, never what
+ * was written before it (each stack records its own guard). */
+static _Atomic int mode;
 static size_t page;
 static long map_budget;            /* mprotect mode: guards we may still install */
 
@@ -142,13 +147,14 @@ int weft__stack_guard_mode(void)
     pthread_mutex_lock(&lock);
     if (!mode)
         choose_mode();
+    int m = mode;
     pthread_mutex_unlock(&lock);
-    return mode;
+    return m;
 }
 
 const char *weft__stack_guard_name(void)
 {
-    switch (mode) {
+    switch (atomic_load_explicit(&mode, memory_order_relaxed)) {
     case WEFT_GUARD_MADVISE: return "madvise";
     case WEFT_GUARD_MPROTECT: return "mprotect";
     case WEFT_GUARD_CANARY: return "canary";
@@ -158,7 +164,7 @@ const char *weft__stack_guard_name(void)
 
 int weft__stack_check_canary(const weft__stack *s)
 {
-    if (mode != WEFT_GUARD_CANARY)
+    if (atomic_load_explicit(&mode, memory_order_relaxed) != WEFT_GUARD_CANARY)
         return 0;
     return weft__stack_canary_intact(s) ? 0 : -1;
 }

@@ -62,6 +62,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,7 +78,10 @@
 static SRWLOCK lock = SRWLOCK_INIT;
 static struct weft__stack_pool *pools;
 static size_t page;
-static int mode = WEFT_GUARD_WIN32;   /* or WEFT_GUARD_CANARY, until the stacks are released */
+/* WEFT_GUARD_WIN32, or WEFT_GUARD_CANARY until the stacks are released.
+ * Written under the lock, read without it (weft__stack_guard_mode/name):
+ * atomic, relaxed, as in stack.c. */
+static _Atomic int mode = WEFT_GUARD_WIN32;
 static long guard_budget = -1;        /* guarded stacks we may still carve; -1: not known yet */
 
 /* Under Wine, the host's mapping limit bounds the guarded stacks. */
@@ -106,11 +110,11 @@ size_t weft__page_size(void)
     return page;
 }
 
-int weft__stack_guard_mode(void) { return mode; }
+int weft__stack_guard_mode(void) { return atomic_load_explicit(&mode, memory_order_relaxed); }
 
 const char *weft__stack_guard_name(void)
 {
-    return mode == WEFT_GUARD_CANARY ? "canary" : "virtualalloc";
+    return weft__stack_guard_mode() == WEFT_GUARD_CANARY ? "canary" : "virtualalloc";
 }
 
 /* Only the top of the canary zone is checked on the hot path: an overflow

@@ -27,7 +27,9 @@
  *   2. visit the cases in a random permutation (fairness among ready ones)
  *      and take the first that can proceed now;
  *   3. if none: enqueue one record per case, all naming this fiber, on each
- *      channel's send or receive queue; prepare one wait; unlock; park once;
+ *      channel's send or receive queue, in the order of step 2 (so that
+ *      several cases on one channel are served in random order too);
+ *      prepare one wait; unlock; park once;
  *   4. whichever counterpart claims the fiber first wins: the claim's result
  *      is the case index (sel records), the counterpart does the copy for
  *      that case only; records on other channels lose their claims and are
@@ -58,12 +60,15 @@ struct weft_chan {
     char *buf;
 };
 
+/* elem_size 0 is Go's chan struct{}: the values carry no data, only the
+ * rendezvous or the count; the ring takes no memory whatever the capacity,
+ * elements may be NULL, and every copy below is of 0 bytes. */
 weft_chan *weft_chan_make(size_t elem_size, size_t capacity)
 {
-    if (elem_size == 0 || elem_size > ELEM_MAX)
+    if (elem_size > ELEM_MAX)
         return NULL;
     size_t hdr = (sizeof(weft_chan) + 15) & ~(size_t)15;
-    if (capacity > (SIZE_MAX / 2 - hdr) / elem_size)
+    if (elem_size && capacity > (SIZE_MAX / 2 - hdr) / elem_size)
         return NULL;
     weft_chan *c = malloc(hdr + capacity * elem_size);
     if (!c)
@@ -100,6 +105,7 @@ static inline size_t inc(weft_chan *c, size_t i) { return ++i == c->cap ? 0 : i;
 static inline void copy_elem(const weft_chan *c, void *dst, const void *src)
 {
     switch (c->elem_size) {
+    case 0: break;   /* zero-size elements: dst or src may be NULL */
     case 4: memcpy(dst, src, 4); break;
     case 8: memcpy(dst, src, 8); break;
     case 16: memcpy(dst, src, 16); break;
@@ -176,7 +182,7 @@ static void chan_unlink(weft_fiber *f)
 /* send or receive, blocking or not */
 static int chan_op(weft_chan *c, int op, void *elem, bool block)
 {
-    if (!c || (op == WEFT_SEND && !elem))
+    if (!c || (op == WEFT_SEND && !elem && c->elem_size))
         return -EINVAL;
     weft_fiber *self = NULL;
     if (block && !(self = weft__cur_fiber()))
@@ -208,6 +214,22 @@ int weft_chan_send(weft_chan *c, const void *elem) { return chan_op(c, WEFT_SEND
 int weft_chan_recv(weft_chan *c, void *elem) { return chan_op(c, WEFT_RECV, elem, true); }
 int weft_chan_trysend(weft_chan *c, const void *elem) { return chan_op(c, WEFT_SEND, (void *)elem, false); }
 int weft_chan_tryrecv(weft_chan *c, void *elem) { return chan_op(c, WEFT_RECV, elem, false); }
+
+/* Go's len(c) and cap(c). The count changes under the lock, so it is read
+ * under it too: exact at the moment it was read, from any thread. elem_size
+ * and cap never change. */
+size_t weft_chan_len(const weft_chan *c)
+{
+    if (!c)
+        return 0;
+    weft_chan *m = (weft_chan *)c;   /* the lock is not part of the value */
+    weft__wlock(&m->lock);
+    size_t n = m->count;
+    weft__wunlock(&m->lock);
+    return n;
+}
+
+size_t weft_chan_cap(const weft_chan *c) { return c ? c->cap : 0; }
 
 /* Claim every record of q for close; chain the claimed ones on *list. */
 static void close_queue(weft__waitq *q, weft__waiter ***tail)
@@ -321,7 +343,7 @@ static int do_select(weft_case *cases, size_t n, bool block)
         if (!cases[i].chan)
             continue;
         if ((cases[i].op != WEFT_SEND && cases[i].op != WEFT_RECV) ||
-            (cases[i].op == WEFT_SEND && !cases[i].elem))
+            (cases[i].op == WEFT_SEND && !cases[i].elem && cases[i].chan->elem_size))
             return -EINVAL;
         na++;
     }
@@ -380,16 +402,16 @@ static int do_select(weft_case *cases, size_t n, bool block)
         return fired;
     }
 
+    /* Queue the records in the same random order as the poll above: with
+     * several cases on one channel, the counterpart takes the first of them
+     * in that queue, so queueing in case order would let the lowest index
+     * win every time (Go's TestPseudoRandomSend). */
     weft__wait_prepare(self, WEFT_W_SELECT, recs, NULL);
-    k = 0;
-    for (size_t i = 0; i < n; i++) {
-        weft_case *cs = &cases[i];
-        if (!cs->chan)
-            continue;
+    for (k = 0; k < na; k++) {
+        weft_case *cs = &cases[order[k]];
         recs[k] = (weft__waiter){ .obj = cs->chan, .f = self, .sel = true, .op = cs->op,
-                                  .idx = (int)i, .elem = cs->elem };
+                                  .idx = (int)order[k], .elem = cs->elem };
         weft__waitq_push(cs->op == WEFT_SEND ? &cs->chan->sendq : &cs->chan->recvq, &recs[k]);
-        k++;
     }
     unlock_all(locks, nl);
     r = weft__wait_park(self, -1);

@@ -120,33 +120,34 @@ void weft__fiber_ident(const weft_fiber *f, uint64_t *id, char name[WEFT_NAME_MA
 
 /* ----------------------------------------------------------- backtraces */
 
-static bool valid(const weft_fiber *f)
-{
-    return f->magic == WEFT_FIBER_MAGIC &&
-           atomic_load_explicit(&f->state, memory_order_relaxed) != WEFT_F_FREED;
-}
-
-__attribute__((noinline)) int weft_backtrace(weft_fiber *f, void **pcs, int max)
+__attribute__((noinline)) int weft_backtrace(weft_fiber *h, void **pcs, int max)
 {
     if (max < 0 || (max > 0 && !pcs))
         return -EINVAL;
     weft_fiber *self = weft__cur_fiber();
-    if (!f || f == self) {
+    if (!h || (self && h == weft__handle(self))) {
         int n = weft__unwind_self(pcs, max, 1);
         __asm__ volatile("" ::: "memory");   /* keep our frame: no tail call */
         return n;
     }
-    if (!valid(f))
-        return -EINVAL;
+    /* A handle whose fiber was joined, or detached and returned, is stale
+     * (fiber.c, HANDLES): that fiber has returned. Pinned, f is not freed
+     * while we walk it. */
+    weft_fiber *f = weft__handle_pin(h);
+    if (!f)
+        return weft__handle_rec(h) ? -ESRCH : -EINVAL;
+    int n;
     int st = atomic_load_explicit(&f->state, memory_order_relaxed);
-    if (st == WEFT_F_DEAD)
-        return -ESRCH;
-    if (!weft__fiber_hold(f)) {
+    if (st == WEFT_F_DEAD) {
+        n = -ESRCH;
+    } else if (!weft__fiber_hold(f)) {
         st = atomic_load_explicit(&f->state, memory_order_relaxed);
-        return st == WEFT_F_DEAD || st == WEFT_F_FREED ? -ESRCH : -EBUSY;
+        n = st == WEFT_F_DEAD || st == WEFT_F_FREED ? -ESRCH : -EBUSY;
+    } else {
+        n = weft__unwind_ctx(&f->ctx, pcs, max);
+        weft__fiber_release(f);
     }
-    int n = weft__unwind_ctx(&f->ctx, pcs, max);
-    weft__fiber_release(f);
+    weft__handle_unpin(f);
     return n;
 }
 

@@ -286,6 +286,8 @@ static uint32_t fastrand(weft__worker *w)
 
 /* ------------------------------------------------------------- switching */
 
+static inline void ready_on(weft__worker *w, weft_fiber *f);
+
 /* Make f the fiber running on w. Called by whoever is about to switch to
  * f: the loop (run_fiber) or a fiber handing the CPU straight to the next
  * one (weft__switch_out).
@@ -312,7 +314,7 @@ static inline void take_cpu(weft__worker *w, weft_fiber *f)
         }
     }
     __atomic_store_n(&f->worker, w, __ATOMIC_RELAXED);   /* weft_dump reads it of a fiber it cannot hold */
-    atomic_store_explicit(&f->state, WEFT_F_RUNNING, memory_order_relaxed);
+    weft__fstate_set(f, WEFT_F_RUNNABLE, WEFT_F_RUNNING);
     __atomic_store_n(&w->cur, f, __ATOMIC_RELEASE);   /* the watchdog reads f through it: a plain mov on x86 */
     weft__stat_add(w->st.switches, 1);
 }
@@ -335,17 +337,19 @@ static void finish_switch(weft__worker *w, weft_fiber *prev)
         weft__fiber_finish(w, prev);   /* prev never runs again; no on_cpu handshake */
         break;
     case WEFT_POST_YIELD:
-        atomic_store_explicit(&prev->state, WEFT_F_RUNNABLE, memory_order_relaxed);
+        weft__fstate_set(prev, WEFT_F_RUNNING, WEFT_F_RUNNABLE);
         atomic_store_explicit(&prev->on_cpu, 0, memory_order_release);
         if (prev->home) {
             /* pinned: its inbox is the only queue it may be on */
-            weft__ready(prev);
+            ready_on(w, prev);
         } else if (!runq_push(&w->rq, prev)) {
-            weft__ready(prev);   /* ring full: the overflow path moves half */
+            ready_on(w, prev);   /* ring full: the overflow path moves half */
         }
         break;
     case WEFT_POST_PARK:
-        atomic_store_explicit(&prev->state, WEFT_F_PARKED, memory_order_relaxed);
+        /* prev marked itself PARKED in weft__wait_prepare, and a waker may
+         * have made it RUNNABLE and queued it since: the state word is not
+         * ours to write here (sched.h, enum weft__fstate). */
         atomic_store_explicit(&prev->on_cpu, 0, memory_order_release);
         break;
     default:
@@ -709,9 +713,10 @@ static void put_next(weft__worker *w, weft_fiber *f, bool spawned)
         offer(w, old, spawned);
 }
 
+/* Put a RUNNABLE f on the queue it belongs on (weft__ready's second half);
+ * w is the calling worker, NULL on a plain thread. */
 static inline void ready_on(weft__worker *w, weft_fiber *f)
 {
-    atomic_store_explicit(&f->state, WEFT_F_RUNNABLE, memory_order_relaxed);
     if (WEFT_UNLIKELY(f->home)) {
         inbox_put(f->home, f);
         return;
@@ -731,6 +736,7 @@ static inline void ready_on(weft__worker *w, weft_fiber *f)
 
 void weft__ready(weft_fiber *f)
 {
+    weft__fstate_set(f, WEFT_F_PARKED, WEFT_F_RUNNABLE);
     weft__worker *w = weft__cur_worker();
     if (WEFT_UNLIKELY(!w)) {
         /* Once f is queued it may run and return, and the runtime end,
@@ -968,6 +974,7 @@ int weft__wait_abort(weft_fiber *self)
 {
     int expect = WEFT_WS_WAITING;
     if (atomic_compare_exchange_strong(&self->wstate, &expect, WEFT_WS_IDLE)) {
+        weft__fstate_set(self, WEFT_F_PARKED, WEFT_F_RUNNING);   /* never switched away */
         wait_done(self);
         return 1;
     }
@@ -989,6 +996,7 @@ int weft__wait_park(weft_fiber *self, int64_t timeout)
     else if (when >= 0 && (uint64_t)when <= weft__now())
         early = -ETIMEDOUT;
     if (early && weft__wake_claim(self, early)) {
+        weft__fstate_set(self, WEFT_F_PARKED, WEFT_F_RUNNING);   /* our own claim: nobody readies us */
         if (self->wunlink)
             self->wunlink(self);
         wait_done(self);
@@ -1538,7 +1546,9 @@ int weft__sched_run(const weft_config *cfg, const struct weft__poller *poller,
     int err = weft_spawn(&mainf, &ma, main_fn, arg);
     if (err < 0)
         goto out;
-    mainf->flags |= WEFT__MAIN;   /* no worker runs yet: nobody reads it concurrently */
+    /* weft_spawn gave out a handle (fiber.c, HANDLES); no worker runs yet:
+     * nobody reads the flags concurrently. */
+    weft__handle_rec(mainf)->flags |= WEFT__MAIN;
 
     /* The workers wait for RUNNING (worker_main): until then nothing reads
      * rt.n, and a thread we could not create shrinks it unseen. Run with

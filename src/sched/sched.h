@@ -87,6 +87,50 @@ enum weft__wait_kind {
 };
 extern const char *const weft__wait_names[WEFT_W_KINDS];
 
+/* A fiber's life, f->state (the counterpart of Go's G states, runtime2.go):
+ * for each state, who owns the stack (may run on it, requeue it or free it)
+ * and where the fiber is.
+ *
+ *   RUNNABLE  on exactly one run queue (ring, next slot, spawn deque, inbox,
+ *             global queue), or being put on one. Whoever takes it off the
+ *             queue owns it. Its previous worker may still be finishing the
+ *             switch away (a waker readied it early): the taker waits for
+ *             on_cpu to drop before running on the stack (take_cpu).
+ *   RUNNING   its worker owns the stack and runs on it; on no queue. on_cpu
+ *             is 1 until that worker has finished switching away.
+ *   PARKED    in a wait, on no run queue. The one party that wins its wait's
+ *             claim (weft__wake_claim) owns the right to ready it. Its own
+ *             worker may still be switching away from it (on_cpu is 1 until
+ *             done); after that nobody runs on the stack, and weft_backtrace
+ *             may hold it still (on_cpu).
+ *   DEAD      returned, joinable, on no queue; the stack is idle. The joiner
+ *             (or weft_detach) owns it and frees it.
+ *   FREED     back in a stack cache; only magic, state and gen mean anything.
+ *
+ * Legal edges, each written by the one party that owns the fiber then.
+ * Every write goes through weft__fstate_set, which asserts that the fiber
+ * is in the state its caller owns and that the edge is in this list:
+ *
+ *   (new memory), FREED -> RUNNABLE   weft_spawn
+ *   RUNNABLE -> RUNNING               take_cpu, by whoever took it off a queue
+ *   RUNNING  -> RUNNABLE              a yield (finish_switch)
+ *   RUNNING  -> PARKED                weft__wait_prepare, by the fiber itself,
+ *                                     before its wait is published
+ *   PARKED   -> RUNNABLE              weft__ready, by the claim's winner
+ *   PARKED   -> RUNNING               the fiber won its own claim before
+ *                                     switching away (weft__wait_abort, an
+ *                                     early return of weft__wait_park)
+ *   RUNNING  -> DEAD                  fiber_entry, fn returned
+ *   DEAD     -> FREED                 weft__fiber_free
+ *
+ * PARKED is written before the wait is published, not after the switch
+ * away: a waker may claim the fiber in between (the early wake above) and
+ * store RUNNABLE, and a PARKED written after that would step backwards
+ * while the fiber sits on a run queue. Written first, it is ordered before
+ * any waker's RUNNABLE by the claim itself (the waker's compare-and-swap
+ * reads the WAITING that wait_prepare releases after it), at the price of
+ * one plain store and no locked instruction.
+ */
 enum weft__fstate { WEFT_F_RUNNABLE = 1, WEFT_F_RUNNING, WEFT_F_PARKED, WEFT_F_DEAD, WEFT_F_FREED };
 enum weft__wstate { WEFT_WS_IDLE = 0, WEFT_WS_WAITING, WEFT_WS_WOKEN };
 
@@ -108,7 +152,6 @@ struct weft_fiber {
     weft__ctx ctx;                  /* saved stack pointer while suspended */
     _Atomic int on_cpu;             /* 1 from resume until its worker finished switching away */
     unsigned flags;                 /* WEFT_DETACHED, WEFT_PINNED */
-    bool started;                   /* has run: suspended in weft__switch_out, not fresh */
     weft__worker *worker;           /* the worker it runs/ran on */
     weft__worker *home;             /* pinned: the only worker it may run on */
     weft_fiber *next;               /* run-queue / inbox / global-queue link */
@@ -126,8 +169,7 @@ struct weft_fiber {
     int64_t deadline;               /* absolute ns, -1 none */
     _Atomic int cancelled;
 
-    /* life cycle and join */
-    weft__spin jlock;
+    /* life cycle and join (under jlock) */
     int joined;                     /* a joiner took it (or is waiting) */
     weft_fiber *joiner;
     void *(*fn)(void *);
@@ -136,18 +178,99 @@ struct weft_fiber {
 
     void **fls;                     /* fiber-local values, lazily allocated */
     unsigned fls_len;
+    bool started;                   /* has run: suspended in weft__switch_out, not fresh */
     weft__stack *stack;
 
     /* sanitizer bookkeeping */
     void *asan_fake;
     void *tsan_fiber;
 
-    /* Identity, last: spawn zeroes everything from ctx to here, then
-     * stores these two with atomic stores (the watchdog and the dump read
-     * them while the record may be reused: weft__fiber_ident in diag.c). */
+    /* Identity: spawn zeroes everything from ctx to here, then stores
+     * these two with atomic stores (the watchdog and the dump read them
+     * while the record may be reused: weft__fiber_ident in diag.c). */
     uint64_t id;
     char name[WEFT_NAME_MAX];
+
+    /* Outlive each fiber that uses the record, for stale handles (fiber.c,
+     * HANDLES): spawn leaves them alone. Here, in what was padding, the
+     * record stays 256 bytes: four cache lines, as before they existed. */
+    _Atomic uint32_t gen;           /* +1 each time the record is retired; handles carry it */
+    _Atomic uint32_t pins;          /* handle calls acting on the fiber now: free waits */
+    weft__spin jlock;               /* join state; always unlocked while FREED */
 };
+
+/* ------------------------------------------------------------ state word */
+
+/* The legal edges of enum weft__fstate as one constant: bit from * 8 + to
+ * (from 0: memory no fiber ever used). Tested with a shift of an
+ * immediate, no table in memory. */
+#define WEFT__EDGE(from, to) (1ull << ((from) * 8 + (to)))
+#define WEFT__FSTATE_EDGES                                                      \
+    (WEFT__EDGE(0, WEFT_F_RUNNABLE) | WEFT__EDGE(WEFT_F_FREED, WEFT_F_RUNNABLE) | \
+     WEFT__EDGE(WEFT_F_RUNNABLE, WEFT_F_RUNNING) |                              \
+     WEFT__EDGE(WEFT_F_RUNNING, WEFT_F_RUNNABLE) |                              \
+     WEFT__EDGE(WEFT_F_RUNNING, WEFT_F_PARKED) |                                \
+     WEFT__EDGE(WEFT_F_PARKED, WEFT_F_RUNNABLE) |                               \
+     WEFT__EDGE(WEFT_F_PARKED, WEFT_F_RUNNING) |                                \
+     WEFT__EDGE(WEFT_F_RUNNING, WEFT_F_DEAD) |                                  \
+     WEFT__EDGE(WEFT_F_DEAD, WEFT_F_FREED))
+
+static inline bool weft__fstate_legal(int from, int to)
+{
+    return (unsigned)from <= WEFT_F_FREED && (unsigned)to <= WEFT_F_FREED &&
+           ((WEFT__FSTATE_EDGES >> ((unsigned)from * 8 + (unsigned)to)) & 1);
+}
+
+/* Move f from state `from` to `to`: the caller owns f in state `from`
+ * (see the enum), so nobody else writes the word meanwhile. Asserts that
+ * f is in `from` now, and that the edge is legal (with constant arguments
+ * the second check folds away at compile time): a compare with an
+ * immediate on a line the caller is about to write. */
+static inline void weft__fstate_set(weft_fiber *f, int from, int to)
+{
+    weft__assert(weft__fstate_legal(from, to));
+    weft__assert(atomic_load_explicit(&f->state, memory_order_relaxed) == from);
+    atomic_store_explicit(&f->state, to, memory_order_relaxed);
+}
+
+/* ----------------------------------------------------------------- handles */
+
+/* What a user holds is not the record's address but the address with the
+ * record's generation in bits it never uses (fiber.c, HANDLES): the low 6
+ * (records are 64-byte aligned) and, on 64-bit machines, the top 16 (user
+ * addresses fit in 48 bits on x86-64, AArch64 and Windows x64). */
+#if UINTPTR_MAX > 0xffffffffu
+#define WEFT__HANDLE_HIGH 1                       /* the top 16 bits carry 16 more */
+#define WEFT__HANDLE_GEN_BITS 22
+#define WEFT__HANDLE_ADDR_MASK ((((uintptr_t)1 << 48) - 1) & ~(uintptr_t)63)
+#else
+#define WEFT__HANDLE_HIGH 0
+#define WEFT__HANDLE_GEN_BITS 6
+#define WEFT__HANDLE_ADDR_MASK (~(uintptr_t)63)
+#endif
+#define WEFT__HANDLE_GEN_MASK ((1u << WEFT__HANDLE_GEN_BITS) - 1)
+
+static inline weft_fiber *weft__handle_rec(const weft_fiber *h)
+{
+    return (weft_fiber *)((uintptr_t)h & WEFT__HANDLE_ADDR_MASK);
+}
+
+static inline uint32_t weft__handle_gen(const weft_fiber *h)
+{
+    uintptr_t v = (uintptr_t)h;
+    uint32_t g = (uint32_t)(v & 63);
+#if WEFT__HANDLE_HIGH
+    g |= (uint32_t)(v >> 48) << 6;
+#endif
+    return g;
+}
+
+/* The handle of live fiber f (what weft_spawn and weft_self give out). */
+weft_fiber *weft__handle(const weft_fiber *f);
+/* The record behind handle h, pinned so that it is not freed (and so not
+ * reused) until weft__handle_unpin; NULL if h is NULL, bad or stale. */
+weft_fiber *weft__handle_pin(const weft_fiber *h);
+void weft__handle_unpin(weft_fiber *f);
 
 /* ---------------------------------------------------------- current fiber */
 
@@ -167,6 +290,8 @@ weft_fiber   *weft__cur_fiber(void) __attribute__((noinline));
 static inline void weft__wait_prepare(weft_fiber *self, int kind, void *obj,
                                       void (*unlink)(weft_fiber *))
 {
+    /* before the wait is published: see enum weft__fstate */
+    weft__fstate_set(self, WEFT_F_RUNNING, WEFT_F_PARKED);
     self->wkind = kind;
     self->wobj = obj;
     self->wunlink = unlink;
@@ -211,7 +336,10 @@ int  weft__wait_park(weft_fiber *self, int64_t timeout);
  * callers loop until their object is done. */
 int  weft__wait_park_nointr(weft_fiber *self);
 /* Abandon a prepared wait without parking (the caller found it could
- * proceed after all). Returns 1 if it was still unclaimed. */
+ * proceed after all). Returns 1 if it was still unclaimed; the fiber is
+ * RUNNING again then. The one way to take back a prepared wait: a fiber
+ * that claimed itself with weft__wake_claim and returned would stay PARKED
+ * (enum weft__fstate). Returns 0 if a waker won: then park to receive it. */
 int  weft__wait_abort(weft_fiber *self);
 void weft__ready(weft_fiber *f);
 /* Claim with result and, if won, unlink and ready: for wakers that are not
