@@ -21,8 +21,8 @@
  * WHY IT IS OFF BY DEFAULT
  *   It cannot be exact. Go's can, because nothing outside the scheduler can
  *   signal a goroutine. weft's objects can be signalled by plain threads:
- *   weft_mutex_unlock after a trylock, weft_sem_post, weft_cond_signal,
- *   weft_chan_trysend, weft_cancel, all of them legal from any thread. A
+ *   weft_sem_post, weft_wg_done, weft_cond_signal, weft_chan_trysend,
+ *   weft_chan_close, weft_cancel, all of them legal from any thread. A
  *   program whose fibers all wait for a plain thread that has not called
  *   yet looks deadlocked to the runtime and is not. So the report is a
  *   debugging aid to turn on (WEFT_DEADLOCK=1), never a verdict that stops
