@@ -1105,45 +1105,6 @@ static const struct row rows[] = {
 };
 #define NROWS (sizeof rows / sizeof rows[0])
 
-/* Under ThreadSanitizer, cells that make it report a data race in the
- * library today are skipped like pending ones (WEFT_TEST_PENDING=1 runs
- * them): the races are reported, and the fixes belong to their files.
- *   - weft__io is a plain pointer that weft_run writes as it starts and
- *     stops, while a plain thread's I/O call reads it (weft__io_run before
- *     it looks for a fiber, weft_close, weft_io_backend);
- *   - weft_detach of a running fiber writes f->flags under jlock while
- *     fiber_entry reads it without (fiber.c: `self->flags & WEFT__MAIN`). */
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#define TSAN_IO "TSan: weft__io read by a plain thread while weft_run writes it"
-#define TSAN_DETACH "TSan: weft_detach's write of f->flags against fiber_entry's read"
-
-static const char *tsan_known(const struct row *r, int ctx)
-{
-#ifdef UNDER_TSAN
-    static const char *const io[] = {
-        "weft_read", "weft_write", "weft_readv", "weft_writev", "weft_recv", "weft_send",
-        "weft_recvfrom", "weft_sendto", "weft_accept", "weft_connect", "weft_wait_fd",
-        "weft_close", "weft_io_backend", NULL,
-    };
-    if (ctx == EDGE_CTX)
-        for (int i = 0; io[i]; i++)
-            if (!strcmp(r->call, io[i]))
-                return TSAN_IO;
-    if (ctx == THREAD && (r->fn == c_spawn_join || r->fn == c_join_live || r->fn == c_detach_live ||
-                          r->fn == c_cancel_live || r->fn == c_backtrace_other))
-        return TSAN_DETACH;
-#else
-    (void)r, (void)ctx;
-#endif
-    return NULL;
-}
-
 /* ------------------------------------------------------------ the runner */
 
 static const char *errname(long v)
@@ -1264,8 +1225,7 @@ static void run_rows(int ctx)
         const struct row *r = &rows[i];
         if (r->want[ctx] == NA || (only && *only && strcmp(only, r->call)))
             continue;
-        const char *tsan = tsan_known(r, ctx);
-        if (((r->pmask & (1u << ctx)) && !run_pending(r->pending)) || (tsan && !run_pending(tsan))) {
+        if ((r->pmask & (1u << ctx)) && !run_pending(r->pending)) {
             if (ctx != EDGE_CTX || atomic_load(&in_ctx) == 0)
                 atomic_fetch_add(&skipped, 1);
             continue;

@@ -57,11 +57,14 @@ ssize_t weft_sendto(weft_socket fd, const void *buf, size_t n, int flags,
  * classifies it. */
 void weft__fd_fresh(int fd, const struct weft__fd *listener)
 {
-    if (!weft__io)
+    bool fiber = weft__cur_fiber() != NULL;
+    if (!weft__io_plain_enter(fiber))
+        return;   /* no runtime: the next one starts with an empty table */
+    struct weft__fd *rec = weft__io ? weft__fd_get(fd) : NULL;
+    if (!rec) {
+        weft__io_plain_leave(fiber);
         return;
-    struct weft__fd *rec = weft__fd_get(fd);
-    if (!rec)
-        return;
+    }
     weft__lock_acquire(&rec->lock);
     rec->registered = false;
     rec->socket = true;
@@ -71,4 +74,5 @@ void weft__fd_fresh(int fd, const struct weft__fd *listener)
     __atomic_store_n(&rec->rdrained, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&rec->cls, listener ? WEFT_FD_POLL : WEFT_FD_UNKNOWN, __ATOMIC_RELEASE);
     weft__lock_release(&rec->lock);
+    weft__io_plain_leave(fiber);
 }

@@ -204,11 +204,15 @@ static void *file_job(void *arg)
  * for fibers may read the same fd. */
 static void oob_note(const weft__io_op *op)
 {
-    if ((op->kind != WEFT_IO_RECV && op->kind != WEFT_IO_RECVFROM) || !(op->flags & MSG_OOB) || !weft__io)
+    if ((op->kind != WEFT_IO_RECV && op->kind != WEFT_IO_RECVFROM) || !(op->flags & MSG_OOB))
         return;
-    struct weft__fd *rec = weft__fd_peek(op->fd);
+    bool fiber = weft__cur_fiber() != NULL;
+    if (!weft__io_plain_enter(fiber))
+        return;
+    struct weft__fd *rec = weft__io ? weft__fd_peek(op->fd) : NULL;
     if (rec)
         __atomic_store_n(&rec->rdmark, true, __ATOMIC_RELAXED);
+    weft__io_plain_leave(fiber);
 }
 
 /* One run of op on the record as it stands. */
@@ -383,25 +387,22 @@ int weft_close(int fd)
 {
     if (fd < 0)
         return -EBADF;
-    const struct weft__io_backend *b = weft__io;
+    bool fiber = weft__cur_fiber() != NULL;
+    bool in = weft__io_plain_enter(fiber);   /* a plain thread: no teardown under us */
+    const struct weft__io_backend *b = in ? weft__io : NULL;
     struct weft__fd *rec = b ? weft__fd_peek(fd) : NULL;
     if (rec)
         weft__lock_acquire(&rec->lock);
     if (rec) {
         b->close(rec, fd);
-        __atomic_store_n(&rec->cls, WEFT_FD_UNKNOWN, __ATOMIC_RELAXED);
-        rec->socket = false;
-        rec->stream = false;
-        rec->tcp = false;
-        __atomic_store_n(&rec->rdmark, false, __ATOMIC_RELAXED);
-        __atomic_store_n(&rec->rdrained, 0, __ATOMIC_RELAXED);
-        __atomic_add_fetch(&rec->rseq, 1, __ATOMIC_RELEASE);
-        __atomic_add_fetch(&rec->wseq, 1, __ATOMIC_RELEASE);
+        weft__fd_forget(rec);
     }
     /* Under the lock: nobody registers or submits on the old file between
      * the cleanup above and the close. Linux closes even on EINTR. */
     int r = close(fd) < 0 && errno != EINTR ? -errno : 0;
     if (rec)
         weft__lock_release(&rec->lock);
+    if (in)
+        weft__io_plain_leave(fiber);
     return r;
 }

@@ -291,19 +291,21 @@ int weft_close(int fd)
         return -EBADF;
     if (!is_socket(fd))
         return _close(fd) < 0 ? -errno : 0;
-    const struct weft__io_backend *b = weft__io;
+    bool fiber = weft__cur_fiber() != NULL;
+    bool in = weft__io_plain_enter(fiber);   /* a plain thread: no teardown under us */
+    const struct weft__io_backend *b = in ? weft__io : NULL;
     struct weft__fd *rec = b ? weft__fd_peek(fd) : NULL;
     if (rec) {
         weft__lock_acquire(&rec->lock);
         b->close(rec, fd);
-        rec->cls = WEFT_FD_UNKNOWN;
-        rec->socket = false;
-        rec->registered = false;
+        weft__fd_forget(rec);
     }
     /* Under the lock: nobody starts an operation on the old socket between
      * the cancels above and the close. */
     int r = closesocket(sock_of(fd)) == 0 ? 0 : weft__wsa_errno(WSAGetLastError());
     if (rec)
         weft__lock_release(&rec->lock);
+    if (in)
+        weft__io_plain_leave(fiber);
     return r;
 }

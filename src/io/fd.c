@@ -82,6 +82,19 @@ void weft__fd_atfork_child(void)
         atomic_store_explicit(&table[t], NULL, memory_order_relaxed);
 }
 
+void weft__fd_forget(struct weft__fd *rec)
+{
+    __atomic_store_n(&rec->cls, WEFT_FD_UNKNOWN, __ATOMIC_RELAXED);   /* read unlocked */
+    rec->socket = false;
+    rec->stream = false;
+    rec->tcp = false;
+    rec->registered = false;
+    __atomic_store_n(&rec->rdmark, false, __ATOMIC_RELAXED);
+    __atomic_store_n(&rec->rdrained, 0, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&rec->rseq, 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&rec->wseq, 1, __ATOMIC_RELEASE);
+}
+
 void weft__fd_link(struct weft__fd *rec, weft__io_op *op)
 {
     /* op->rec was set by the caller before the operation was published

@@ -32,7 +32,7 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
-const struct weft__io_backend *weft__io;
+const struct weft__io_backend *_Atomic weft__io;
 
 static struct weft__poller poller;
 

@@ -220,6 +220,12 @@ weft_fiber *weft__io_complete(weft__io_op *op, ssize_t res);
  * set under rec->lock). Only then may op and the buffer go. */
 void weft__io_wait_done(weft__io_op *op, weft_fiber *self);
 
+/* weft_close, under rec->lock, after the backend's close(): forget what
+ * the record knew of the file, on every system alike, so the next file
+ * with this number is learnt afresh. Edges are counted past (rseq, wseq),
+ * so that no attempt begun on the old file parks on the strength of it. */
+void weft__fd_forget(struct weft__fd *rec);
+
 /* rec->ops, under rec->lock. */
 void weft__fd_link(struct weft__fd *rec, weft__io_op *op);
 void weft__fd_unlink(struct weft__fd *rec, weft__io_op *op);
@@ -288,8 +294,29 @@ void weft__fd_fresh(int fd, const struct weft__fd *listener);
 int weft__wsa_errno(int wsa_error);
 #endif
 
-/* The running backend, or NULL outside a runtime. */
-extern const struct weft__io_backend *weft__io;
+/* The running backend, or NULL outside a runtime. Atomic: weft_run sets
+ * and clears it while plain threads' calls read it (a plain load on x86
+ * and AArch64). A fiber may use what it reads: its runtime cannot stop
+ * under it. A plain thread may use it only to choose the plain path; to
+ * touch the backend or the fd table it passes the readers' gate
+ * (weft__reader_enter), which the runtime's teardown waits out before it
+ * frees either (weft__io_plain_enter below). */
+extern const struct weft__io_backend *_Atomic weft__io;
+
+/* The caller may touch the backend and the fd table until
+ * weft__io_plain_leave: true for a fiber (its runtime cannot stop under
+ * it), and for a plain thread that the readers' gate let in; false when
+ * no runtime runs or it is starting or stopping (use the plain path, and
+ * do not call leave). */
+static inline bool weft__io_plain_enter(bool fiber)
+{
+    return fiber || weft__reader_enter();
+}
+static inline void weft__io_plain_leave(bool fiber)
+{
+    if (!fiber)
+        weft__reader_leave();
+}
 
 /* -------------------------------------------------------- blocking pool */
 

@@ -158,22 +158,46 @@ static void retire(weft_fiber *f)
                           memory_order_relaxed);
 }
 
+/* A handle call from a plain thread reads a record the runtime's teardown
+ * unmaps with its stack: it runs inside the readers' gate (sched.c,
+ * START-UP AND SHUTDOWN), which the teardown waits out. A fiber's call
+ * needs no gate: its runtime cannot stop under it. Refused (no runtime, or
+ * one starting or stopping), the handle is stale to the caller. */
+static bool gate_in(bool *plain)
+{
+    *plain = !weft__cur_fiber();
+    return !*plain || weft__reader_enter();
+}
+
+static void gate_out(bool plain)
+{
+    if (plain)
+        weft__reader_leave();
+}
+
 weft_fiber *weft__handle_pin(const weft_fiber *h)
 {
-    weft_fiber *f = record(h);
-    if (!f)
+    bool plain;
+    if (!gate_in(&plain))
         return NULL;
-    weft__spin_lock(&f->jlock);
-    bool ok = current(f, h);
-    if (ok)
-        atomic_fetch_add_explicit(&f->pins, 1, memory_order_relaxed);
-    weft__spin_unlock(&f->jlock);
+    weft_fiber *f = record(h);
+    bool ok = false;
+    if (f) {
+        weft__spin_lock(&f->jlock);
+        ok = current(f, h);
+        if (ok)
+            atomic_fetch_add_explicit(&f->pins, 1, memory_order_relaxed);
+        weft__spin_unlock(&f->jlock);
+    }
+    if (!ok)
+        gate_out(plain);
     return ok ? f : NULL;
 }
 
 void weft__handle_unpin(weft_fiber *f)
 {
     atomic_fetch_sub_explicit(&f->pins, 1, memory_order_release);
+    gate_out(!weft__cur_fiber());   /* the thread that pinned: no park between */
 }
 
 /* ------------------------------------------------------------ fiber-local */
@@ -559,7 +583,7 @@ static void join_unlink(weft_fiber *self)
     weft__spin_unlock(&f->jlock);
 }
 
-int weft_join(weft_fiber *h, void **ret)
+static int join(weft_fiber *h, void **ret)
 {
     weft_fiber *f = record(h);
     if (!f)
@@ -598,7 +622,7 @@ int weft_join(weft_fiber *h, void **ret)
     return 0;
 }
 
-int weft_detach(weft_fiber *h)
+static int detach(weft_fiber *h)
 {
     weft_fiber *f = record(h);
     if (!f)
@@ -675,7 +699,7 @@ weft_fiber *weft_self(void)
 /* Read under jlock, with the generation checked: a record being reused
  * for a new fiber rewrites its id and name only after a retirement. The
  * name stays readable until the fiber is joined (or, detached, returns). */
-uint64_t weft_id(const weft_fiber *h)
+static uint64_t id_of(const weft_fiber *h)
 {
     weft_fiber *f = record(h);
     if (!f)
@@ -686,7 +710,7 @@ uint64_t weft_id(const weft_fiber *h)
     return id;
 }
 
-const char *weft_name(const weft_fiber *h)
+static const char *name_of(const weft_fiber *h)
 {
     weft_fiber *f = record(h);
     if (!f)
@@ -694,6 +718,47 @@ const char *weft_name(const weft_fiber *h)
     weft__spin_lock(&f->jlock);
     const char *name = current(f, h) ? f->name : "";
     weft__spin_unlock(&f->jlock);
+    return name;
+}
+
+/* The handle calls, through the plain threads' gate (gate_in). */
+int weft_join(weft_fiber *h, void **ret)
+{
+    bool plain;
+    if (!gate_in(&plain))
+        return -EINVAL;
+    int r = join(h, ret);
+    gate_out(plain);
+    return r;
+}
+
+int weft_detach(weft_fiber *h)
+{
+    bool plain;
+    if (!gate_in(&plain))
+        return -EINVAL;
+    int r = detach(h);
+    gate_out(plain);
+    return r;
+}
+
+uint64_t weft_id(const weft_fiber *h)
+{
+    bool plain;
+    if (!gate_in(&plain))
+        return 0;
+    uint64_t id = id_of(h);
+    gate_out(plain);
+    return id;
+}
+
+const char *weft_name(const weft_fiber *h)
+{
+    bool plain;
+    if (!gate_in(&plain))
+        return "";
+    const char *name = name_of(h);
+    gate_out(plain);
     return name;
 }
 uint64_t weft_now(void) { return weft__now(); }

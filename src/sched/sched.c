@@ -148,8 +148,14 @@
  *   cannot wake it on its way out, because once its count drops the
  *   runtime may be gone.
  *
- *   rt.readers, for weft_stats and weft_dump from plain threads (admitted
- *   while RUNNING or DRAINING). The teardown sets STOPPING and sleeps on
+ *   rt.readers, for everything a plain thread reads of the runtime's
+ *   records: weft_stats, weft_dump, the handle calls (weft_detach,
+ *   weft_cancel, weft_id, weft_name, weft_backtrace: the record is on a
+ *   stack the teardown unmaps) and the fd table and backend (weft_close,
+ *   the record reset of an accept: src/io frees both after the workers
+ *   stop), admitted while RUNNING or DRAINING; refused, a handle call
+ *   treats its handle as stale and an I/O call takes the plain path. The
+ *   teardown sets STOPPING and sleeps on
  *   the count (a futex) until the last reader leaves; the word lives in
  *   weft__rt, which is never freed, so that wake is safe.
  *
