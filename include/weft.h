@@ -88,8 +88,13 @@ struct iovec;
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <netdb.h>
+#include <poll.h>          /* POLLIN, POLLOUT... for weft_wait_fd */
 typedef int weft_socket;
 #endif
+/* getaddrinfo's hints and results. Declared here so the prototypes below
+ * name the same type in a strict ISO C build, where <netdb.h> defines it
+ * only with _POSIX_C_SOURCE (which a caller of weft_resolve sets anyway). */
+struct addrinfo;
 
 #ifdef __cplusplus
 extern "C" {
