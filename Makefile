@@ -4,6 +4,7 @@
 #   make check           the test suite (last line: "N passed, N failed")
 #   make demo            something worth seeing
 #   make bench           each benchmark beside its peer, with the ratio
+#   make check-model     the scheduler's protocols, model-checked with Spin
 #   make check-all       the whole matrix (what CI runs)
 #   make deps            install missing Debian packages
 #   make install         PREFIX=/usr/local DESTDIR=
@@ -136,7 +137,7 @@ endif
 ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(CFLAGS)
 
 .PHONY: all lib soak check check-fcontext check-aarch64 check-windows check-asan check-tsan \
-        check-ubsan check-valgrind check-all bench demo deps install clean tests
+        check-ubsan check-valgrind check-model check-all bench demo deps install clean tests
 .SUFFIXES:
 
 all: lib $(EXAMPLES) $(BENCHES) $(TEST_BIN)
@@ -239,7 +240,13 @@ check-windows: deps-quiet
 	  WINEPREFIX=$(CURDIR)/build/wineprefix WINEDEBUG=-all WEFT_TEST_TIME_SCALE=10 wine build/windows/test/weft-test.exe $(TEST_ARGS); \
 	else echo "check-windows: the Windows port is not in this tree yet"; exit 1; fi
 
-CHECK_ALL := check check-fcontext check-asan check-ubsan check-tsan check-valgrind check-aarch64 \
+# The wake-up, wait-claim and mutex protocols as Promela models, each run
+# as written (no error allowed) and with a fence or a step deleted (Spin
+# must find the bug): docs/model-checking.md. About a minute of CPU.
+check-model: deps-quiet
+	@bash model/check.sh $(BUILD)
+
+CHECK_ALL := check check-model check-fcontext check-asan check-ubsan check-tsan check-valgrind check-aarch64 \
              $(if $(wildcard src/sched/platform_win32.c),check-windows)
 check-all:
 	@set -e; for t in $(CHECK_ALL); do echo "=== make $$t"; $(MAKE) --no-print-directory $$t; done
@@ -259,7 +266,7 @@ demo: deps-quiet all
 # ------------------------------------------------------------------ deps
 # Debian packages the build and the matrix use. Installed only when missing.
 DEPS_NATIVE := gcc make libc6-dev libunwind-dev liburing-dev libboost-context-dev \
-               valgrind clang libclang-rt-14-dev gdb golang-go wrk python3 curl
+               valgrind clang libclang-rt-14-dev gdb golang-go wrk python3 curl spin
 DEPS_CROSS  := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
                libunwind-dev:arm64 liburing-dev:arm64 libboost-context1.74.0:arm64 \
                mingw-w64 wine64
