@@ -16,6 +16,7 @@ mkdir -p "$out"
 
 checks=(
   "wakeup  ok"
+  "wakeup  ok  -DWORKER_SB"
   "wakeup  ok  -DNF=2 pan:-DHC4 run:-w25"
   "wakeup  bug -DMUTANT_NO_SUBMIT_FENCE"
   "wakeup  bug -DMUTANT_NO_RECHECK"
