@@ -4,6 +4,7 @@
 #   make check           the test suite (last line: "N passed, N failed")
 #   make demo            something worth seeing
 #   make bench           each benchmark beside its peer, with the ratio
+#   make check-model     the scheduler's protocols, model-checked with Spin
 #   make check-all       the whole matrix (what CI runs)
 #   make deps            install missing Debian packages
 #   make install         PREFIX=/usr/local DESTDIR= (library, header, weft.pc, man pages)
@@ -143,7 +144,7 @@ endif
 ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(CFLAGS)
 
 .PHONY: all lib soak check check-fcontext check-aarch64 check-windows check-asan check-tsan \
-        check-ubsan check-valgrind check-all bench demo deps install uninstall clean tests
+        check-ubsan check-valgrind check-model check-all bench demo deps install uninstall clean tests
 .SUFFIXES:
 
 all: lib $(EXAMPLES) $(BENCHES) $(TEST_BIN)
@@ -246,7 +247,13 @@ check-windows: deps-windows
 	  WINEPREFIX=$(CURDIR)/build/wineprefix WINEDEBUG=-all WEFT_TEST_TIME_SCALE=10 wine build/windows/test/weft-test.exe $(TEST_ARGS); \
 	else echo "check-windows: the Windows port is not in this tree yet"; exit 1; fi
 
-CHECK_ALL := check check-fcontext check-asan check-ubsan check-tsan check-valgrind check-aarch64 \
+# The wake-up, wait-claim and mutex protocols as Promela models, each run
+# as written (no error allowed) and with a fence or a step deleted (Spin
+# must find the bug): docs/model-checking.md. About a minute of CPU.
+check-model: deps-model
+	@bash model/check.sh $(BUILD)
+
+CHECK_ALL := check check-model check-fcontext check-asan check-ubsan check-tsan check-valgrind check-aarch64 \
              $(if $(wildcard src/sched/platform_win32.c),check-windows)
 check-all:
 	@set -e; for t in $(CHECK_ALL); do echo "=== make $$t"; $(MAKE) --no-print-directory $$t; done
@@ -283,10 +290,11 @@ DEPS_VALGRIND := $(DEPS_CHECK) valgrind
 DEPS_AARCH64  := $(DEPS_CHECK) gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user \
                  libunwind-dev:arm64 liburing-dev:arm64 libboost-context1.74.0:arm64
 DEPS_WINDOWS  := $(DEPS_BUILD) mingw-w64 wine64
+DEPS_MODEL    := spin gcc
 DEPS_ALL      := $(sort $(DEPS_CHECK) $(DEPS_DEMO) $(DEPS_BENCH) $(DEPS_CLANG) $(DEPS_VALGRIND) \
-                        $(DEPS_AARCH64) $(DEPS_WINDOWS))
+                        $(DEPS_AARCH64) $(DEPS_WINDOWS) $(DEPS_MODEL))
 
-.PHONY: deps-check deps-demo deps-bench deps-clang deps-valgrind deps-aarch64 deps-windows
+.PHONY: deps-check deps-demo deps-bench deps-clang deps-valgrind deps-aarch64 deps-windows deps-model
 deps:
 	@bash tools/deps.sh $(DEPS_ALL)
 deps-check:
@@ -303,6 +311,8 @@ deps-aarch64:
 	@bash tools/deps.sh --quiet $(DEPS_AARCH64)
 deps-windows:
 	@bash tools/deps.sh --quiet $(DEPS_WINDOWS)
+deps-model:
+	@bash tools/deps.sh --quiet $(DEPS_MODEL)
 
 # --------------------------------------------------------------- install
 # The dynamic linker must find what install put: ldconfig refreshes its cache
