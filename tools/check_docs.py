@@ -58,7 +58,7 @@ FOREIGN = {
     "IORING_OP_TIMEOUT", "IORING_OP_LINK_TIMEOUT", "IORING_OP_MSG_RING", "IORING_OP_NOP",
     "IORING_SETUP_SINGLE_ISSUER", "IORING_SETUP_DEFER_TASKRUN", "IORING_SETUP_COOP_TASKRUN",
     "IORING_SETUP_SQPOLL", "IORING_ENTER_GETEVENTS", "IORING_FEAT_NODROP", "IORING_RECVSEND_POLL_FIRST",
-    "IOSQE_ASYNC", "IOSQE_IO_LINK", "ASYNC_CANCEL", "clock_nanosleep", "uv_read_start", "user_data", "io_uring_get_sqe", "io_uring_submit",
+    "IOSQE_ASYNC", "IOSQE_IO_LINK", "ASYNC_CANCEL", "pan.c", "clock_nanosleep", "uv_read_start", "user_data", "io_uring_get_sqe", "io_uring_submit",
     "io_uring_wait_cqe", "io_uring_wait_cqe_timeout", "io_uring_peek_cqe", "io_uring_cqe_seen",
     "io_uring_queue_init", "io_uring_queue_init_params", "io_uring_prep_poll_add",
     "io_uring_prep_cancel", "io_uring_submit_and_wait", "io_uring_submit_and_wait_timeout",
@@ -100,7 +100,7 @@ FOREIGN = {
     "EAI_BADFLAGS", "EAI_OVERFLOW", "EAI_NODATA", "EAI_ADDRFAMILY",
 }
 
-SOURCE_DIRS = ["include", "src", "test", "tools", "bench", "examples", ".ci"]
+SOURCE_DIRS = ["include", "src", "test", "tools", "bench", "examples", ".ci", "model"]
 SOURCE_EXT = (".c", ".h", ".S", ".py", ".sh", ".go", ".pml", ".supp", ".in")
 
 PATH_RE = re.compile(r"^(?:src|test|tools|bench|examples|include|docs|\.ci|model)/[\w./+-]*$")
