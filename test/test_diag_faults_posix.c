@@ -224,10 +224,8 @@ static void *main_dump_stall(void *arg)
 
 TEST_TIMEOUT(diag_dump_does_not_stall_workers, 60)
 {
-    if (RUNNING_ON_VALGRIND) {
-        printf("skipped: a timing test, valgrind runs one thread at a time\n");
-        return;
-    }
+    if (RUNNING_ON_VALGRIND)
+        test_skip("a timing test, valgrind runs one thread at a time");
     weft_config cfg = { .workers = 2 };
     test_run_cfg(&cfg, main_dump_stall, NULL);
 }
@@ -494,10 +492,8 @@ static void child_raw(void *arg)
 
 TEST(diag_watchdog_signal_does_not_interrupt_raw_calls)
 {
-    if (RUNNING_ON_VALGRIND) {
-        printf("skipped: valgrind runs one thread at a time\n");
-        return;
-    }
+    if (RUNNING_ON_VALGRIND)
+        test_skip("valgrind runs one thread at a time");
     /* qemu-user shows the host's system calls in /proc: only read(2),
      * which SA_RESTART covers, can be checked there. */
     const char *q = getenv("WEFT_TEST_QEMU");

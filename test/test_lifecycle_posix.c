@@ -459,15 +459,16 @@ static int count_threads(void)
  * checks that they never read it as it changes. */
 TEST(lifecycle_worker_threads_fail_to_start)
 {
-    if (geteuid() != 0) {
-        printf("needs root to count threads under a user id of its own: skipped\n");
-        return;
-    }
+    if (geteuid() != 0)
+        test_skip("needs root to count threads under a user id of its own");
+    /* qemu-user runs threads of its own beside the guest's, under the same
+     * limit: the count of threads to admit is not ours to know there. */
+    const char *q = getenv("WEFT_TEST_QEMU");
+    if (q && strcmp(q, "0") != 0)
+        test_skip("under qemu-user");
     uid_t uid = 40000 + (uid_t)(getpid() % 20000);
-    if (setresuid(uid, uid, uid) != 0) {
-        printf("setresuid(%u): %s: skipped\n", (unsigned)uid, strerror(errno));
-        return;
-    }
+    if (setresuid(uid, uid, uid) != 0)
+        test_skip("setresuid(%u): %s", (unsigned)uid, strerror(errno));
     struct rlimit rl = { .rlim_cur = (rlim_t)count_threads() + 3 };
     rl.rlim_max = rl.rlim_cur;
     ASSERT_EQ(setrlimit(RLIMIT_NPROC, &rl), 0);
