@@ -598,7 +598,15 @@ static weft_fiber *inbox_take(weft__worker *w)
 
 static void signal_worker(weft__worker *w)
 {
+    /* Dekker against worker_sleep: each side stores its flag, then reads
+     * the other's; at least one sees the other. The fence is explicit:
+     * seq_cst store then load would do in C11 and on real ARMv8 (stlr,
+     * ldar), but qemu-user 7.2 on an x86 host emulates that pair without
+     * the store-load barrier, and a plain thread's wake-up of a worker
+     * going into the poller was lost there (handles_state_word_forward_only
+     * hung under check-aarch64). */
     atomic_store(&w->permit, 1);
+    atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load(&w->in_poll)) {
         weft__rt.poller->wake();
     } else {
@@ -1235,6 +1243,7 @@ static bool worker_sleep(weft__worker *w, int64_t timeout)
     int zero = 0;
     if (p && atomic_compare_exchange_strong(&weft__rt.poll_owner, &zero, 1)) {
         atomic_store(&w->in_poll, 1);
+        atomic_thread_fence(memory_order_seq_cst);   /* against signal_worker's */
         int got = 0;
         if (!atomic_load(&w->permit)) {
             weft__stat_add(w->st.polls, 1);

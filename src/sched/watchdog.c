@@ -199,6 +199,7 @@ static void *wd_main(void *arg)
         uint32_t seq = atomic_load(&wd_word);
         if (all_idle()) {
             atomic_store(&weft__wd_sleeping, 1);
+            atomic_thread_fence(memory_order_seq_cst);   /* store, then load: see signal_worker */
             if (all_idle() && !atomic_load(&wd_stop))
                 weft__futex_wait((uint32_t *)&wd_word, seq, -1);
             atomic_store(&weft__wd_sleeping, 0);
