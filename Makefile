@@ -294,25 +294,11 @@ DEPS_MODEL    := spin gcc
 DEPS_ALL      := $(sort $(DEPS_CHECK) $(DEPS_DEMO) $(DEPS_BENCH) $(DEPS_CLANG) $(DEPS_VALGRIND) \
                         $(DEPS_AARCH64) $(DEPS_WINDOWS) $(DEPS_MODEL))
 
-.PHONY: deps-check deps-demo deps-bench deps-clang deps-valgrind deps-aarch64 deps-windows deps-model
 deps:
 	@bash tools/deps.sh $(DEPS_ALL)
-deps-check:
-	@bash tools/deps.sh --quiet $(DEPS_CHECK)
-deps-demo:
-	@bash tools/deps.sh --quiet $(DEPS_DEMO)
-deps-bench:
-	@bash tools/deps.sh --quiet $(DEPS_BENCH)
-deps-clang:
-	@bash tools/deps.sh --quiet $(DEPS_CLANG)
-deps-valgrind:
-	@bash tools/deps.sh --quiet $(DEPS_VALGRIND)
-deps-aarch64:
-	@bash tools/deps.sh --quiet $(DEPS_AARCH64)
-deps-windows:
-	@bash tools/deps.sh --quiet $(DEPS_WINDOWS)
-deps-model:
-	@bash tools/deps.sh --quiet $(DEPS_MODEL)
+# deps-check installs $(DEPS_CHECK), deps-aarch64 $(DEPS_AARCH64), ...
+deps-%:
+	@bash tools/deps.sh --quiet $(DEPS_$(shell echo $* | tr a-z A-Z))
 
 # --------------------------------------------------------------- install
 # The dynamic linker must find what install put: ldconfig refreshes its cache
