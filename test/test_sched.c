@@ -628,7 +628,9 @@ static void *migrating_body(void *arg)
     int moves = 0, last = weft_worker_id();
     for (int i = 0; i < 100; i++) {
         if (i % 2)
-            weft_sleep(1 * MS);   /* long enough never to expire before it parks */
+            /* long enough never to expire before it parks: under qemu, 1 ms
+             * once did, and that sleep returned where it was */
+            weft_sleep((uint64_t)(1 * MS * test_time_scale()));
         else
             weft_yield();
         int now = weft_worker_id();
