@@ -49,7 +49,7 @@
  *   weft_setspecific              0              -EPERM             -EPERM
  *   weft_getspecific              the value      NULL               NULL
  *   weft_*_init/_destroy, weft_cond_signal/_broadcast, weft_sem_post,
- *   weft_sem_trywait, weft_wg_add/_done, weft_chan_make/_new/_free/_close,
+ *   weft_sem_trywait, weft_wg_add/_done, weft_chan_make/_new/_free/_close/_len/_cap,
  *   weft_chan_trysend/_tryrecv, weft_tryselect
  *                                 works          works, wakes fibers  works
  *   weft_mutex_lock/_trylock/_unlock, weft_cond_wait, weft_sem_wait,

@@ -473,6 +473,18 @@ static long c_chan_make_zero(void)
 static long c_chan_make_big_elem(void) { weft_chan *c = weft_chan_make(1 << 20, 1); weft_chan_free(c); return c ? -1 : 0; }
 static long c_chan_make_huge(void) { weft_chan *c = weft_chan_make(8, SIZE_MAX / 4); weft_chan_free(c); return c ? -1 : 0; }
 static long c_chan_free_null(void) { weft_chan_free(NULL); return 0; }
+/* Go's len and cap: plain reads of the channel, from any thread */
+static long c_chan_len_cap(void)
+{
+    weft_chan *c = weft_chan_make(sizeof(int), 4);
+    int v = 7;
+    if (!c || weft_chan_trysend(c, &v) != 0 || weft_chan_trysend(c, &v) != 0)
+        return -1000;
+    long r = (long)weft_chan_len(c) * 10 + (long)weft_chan_cap(c);   /* 24 */
+    weft_chan_free(c);
+    return r;
+}
+static long c_chan_len_cap_null(void) { return (long)(weft_chan_len(NULL) + weft_chan_cap(NULL)); }
 
 static long c_chan_send(void)
 {
@@ -992,6 +1004,8 @@ static const struct row rows[] = {
     ROW("weft_chan_make", "elem_size 1 MiB is NULL", c_chan_make_big_elem, ALL(0)),
     ROW("weft_chan_make", "capacity SIZE_MAX/4 is NULL", c_chan_make_huge, ALL(0)),
     ROW("weft_chan_free", "NULL", c_chan_free_null, ALL(0)),
+    ROW("weft_chan_len", "two of four buffered (len*10+cap)", c_chan_len_cap, ALL(24)),
+    ROW("weft_chan_cap", "NULL (len+cap)", c_chan_len_cap_null, ALL(0)),
     ROW("weft_chan_send", "room in the buffer", c_chan_send, 0, NOFIBER),
     ROW("weft_chan_recv", "one queued", c_chan_recv, 0, NOFIBER),
     ROW("weft_chan_trysend", "room in the buffer", c_chan_trysend, ALL(0)),
