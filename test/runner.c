@@ -42,6 +42,12 @@ double test_time_scale(void)
     return v > 0 ? v : 1.0;
 }
 
+int test_under_qemu(void)
+{
+    const char *q = getenv("WEFT_TEST_QEMU");
+    return q && strcmp(q, "0") != 0;
+}
+
 void test_fail(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;

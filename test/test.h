@@ -51,6 +51,7 @@ _Noreturn void test_fail(const char *file, int line, const char *fmt, ...)
 #define TEST_SKIP_STATUS 77
 _Noreturn void test_skip(const char *fmt, ...) __attribute__((format(TEST_PRINTF_, 1, 2)));
 double test_time_scale(void);   /* WEFT_TEST_TIME_SCALE: slower environments */
+int test_under_qemu(void);       /* WEFT_TEST_QEMU set (check-aarch64): the binary is emulated */
 unsigned long long test_cpu_time_us(void);   /* user + system CPU time of this process */
 /* A deadline for weft_deadline, ms from now. */
 static inline int64_t ms_from_now(unsigned ms) { return (int64_t)(weft_now() + ms * 1000000ull); }

@@ -496,8 +496,7 @@ TEST(diag_watchdog_signal_does_not_interrupt_raw_calls)
         test_skip("valgrind runs one thread at a time");
     /* qemu-user shows the host's system calls in /proc: only read(2),
      * which SA_RESTART covers, can be checked there. */
-    const char *q = getenv("WEFT_TEST_QEMU");
-    int kinds = q && strcmp(q, "0") != 0 ? 1 : RAW_KINDS;
+    int kinds = test_under_qemu() ? 1 : RAW_KINDS;
     static char out[1 << 16];
     for (int kind = 0; kind < kinds; kind++) {
         int r = test_child(child_raw, &kind, out, sizeof out);

@@ -307,8 +307,7 @@ TEST(diag_watchdog_reports_hog_once_and_hands_off)
     /* The backtrace comes from a signal to the hog's thread. qemu-user
      * delivers a guest's signals late, sometimes after the moved fibers
      * ran and the hog stopped: there the report says so instead. */
-    const char *q = getenv("WEFT_TEST_QEMU");
-    if (q && strcmp(q, "0") != 0 && strstr(out, "yielded before its backtrace was taken"))
+    if (test_under_qemu() && strstr(out, "yielded before its backtrace was taken"))
         printf("qemu: backtrace came too late, as reported\n");
     else if (!strstr(out, " hog+"))   /* under valgrind the report may come while it still spawns */
         ASSERT_CONTAINS(out, "hog_spin");

@@ -19,12 +19,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int under_qemu(void)
-{
-    const char *q = getenv("WEFT_TEST_QEMU");
-    return q && strcmp(q, "0") != 0;
-}
-
 /* build/examples/NAME, found from this test binary's own path (test.h). */
 void example_path(const char *name, char *out, size_t cap)
 {
@@ -132,7 +126,7 @@ static void say(int s, const char *line)
 
 TEST(example_chat_server_broadcasts)
 {
-    if (under_qemu()) {
+    if (test_under_qemu()) {
         test_skip("under qemu-user");
     }
     int port = free_port();

@@ -17,8 +17,7 @@ TEST_TIMEOUT(install_then_build_out_of_tree, 120)
 {
     /* The example is built with the host's cc against this build's library:
      * meaningful for a native, uninstrumented build only. */
-    const char *q = getenv("WEFT_TEST_QEMU");
-    bool emulated = q && strcmp(q, "0") != 0;
+    bool emulated = test_under_qemu();
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(WEFT_SAN_UBSAN)
     bool sanitized = true;
 #elif defined(__has_feature)

@@ -1009,10 +1009,8 @@ TEST(io_uring_forbidden_falls_back_to_epoll)
 {
     /* Under qemu-user the filter sees the host's system calls, not the
      * guest's: it cannot forbid the guest's io_uring_setup. */
-    const char *q = getenv("WEFT_TEST_QEMU");
-    if (q && strcmp(q, "0") != 0) {
+    if (test_under_qemu())
         test_skip("under qemu-user");
-    }
     forbid_io_uring();
     unsetenv("WEFT_IO");
     ASSERT_STR_EQ((const char *)test_run(main_backend_name, NULL), "epoll");

@@ -110,8 +110,7 @@ int io_count_threads_named(const char *prefix) { return count_threads(prefix, tr
  * (weft__thread_start). */
 void *io_run_leaving_no_thread(void *(*main_fn)(void *), void *arg)
 {
-    const char *q = getenv("WEFT_TEST_QEMU");
-    bool qemu = q && strcmp(q, "0") != 0;
+    bool qemu = test_under_qemu();
     int before = qemu ? 0 : io_count_threads(NULL);   /* 1, or 2 with a sanitizer's own thread */
     void *r = test_run(main_fn, arg);
     int n = -1;

@@ -362,8 +362,7 @@ static void *fork_in_fiber_main(void *arg)
  * ours to check there. */
 static void skip_under_qemu(const char *why)
 {
-    const char *q = getenv("WEFT_TEST_QEMU");
-    if (q && strcmp(q, "0") != 0)
+    if (test_under_qemu())
         test_skip("under qemu-user: %s", why);
 }
 #define QEMU_FORK "its forked child of a threaded guest may abort"

@@ -32,8 +32,7 @@
 
 static void skip_under_qemu(void)
 {
-    const char *q = getenv("WEFT_TEST_QEMU");
-    if (q && strcmp(q, "0") != 0)
+    if (test_under_qemu())
         test_skip("under qemu-user");
 }
 
